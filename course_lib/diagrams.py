@@ -1,0 +1,137 @@
+"""Pictures of the course's ideas, drawn by code (matplotlib), for notebooks and slides.
+
+Taught in ``00_welcome_and_setup``: :func:`pipeline_diagram` (the system the course builds)
+and :func:`task_panels` (the three tasks for one frame, with the valence/arousal circle).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .labels import AU_DESCRIPTIONS, AU_NAMES, EXPR_CIRCUMPLEX, EXPR_NAMES
+
+#: One colour per task, used by every figure of the course.
+TASK_COLORS = {"au": "#2a9d8f", "expr": "#e76f51", "va": "#457b9d", "shared": "#6c757d"}
+
+
+def pipeline_diagram():
+    """The data flow of the course as boxes and arrows, each box tagged with its notebook."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(12.5, 4.6))
+    ax.set_xlim(0, 12.5)
+    ax.set_ylim(0, 4.6)
+    ax.axis("off")
+    boxes = {
+        "frames": (0.05, 2.0, "face frames\n(s-Aff-Wild2 layout)", "01", TASK_COLORS["shared"]),
+        "backbone": (2.15, 2.0, "timm backbone\npatch tokens (cached)", "02", TASK_COLORS["shared"]),
+        "xattn": (4.25, 2.0, "task-adaptive\ncross-attention\n12 AU + 8 EXPR + 2 VA queries", "03",
+                  TASK_COLORS["shared"]),
+        "gcn": (6.8, 2.0, "AU graph (GCN)\nover 12 AU nodes", "04", TASK_COLORS["au"]),
+        "temporal": (6.8, 0.3, "temporal model\nwindows of frames", "06", TASK_COLORS["shared"]),
+        "audio": (4.25, 0.3, "audio: log-Mel\n-> small CNN", "07", TASK_COLORS["shared"]),
+        "au": (9.9, 2.95, "AU: 12 sigmoid\nF1 per AU", "", TASK_COLORS["au"]),
+        "expr": (9.9, 1.7, "EXPR: 8-way softmax\nmacro F1", "", TASK_COLORS["expr"]),
+        "va": (9.9, 0.45, "VA: 2 x tanh\nCCC", "", TASK_COLORS["va"]),
+    }
+    w, h = 1.75, 1.05
+    centers = {}
+    for key, (x, y, text, nb, color) in boxes.items():
+        width = 2.05 if key == "xattn" else w
+        patch = FancyBboxPatch((x, y), width, h, boxstyle="round,pad=0.04,rounding_size=0.12",
+                               facecolor=color, alpha=0.16, edgecolor=color, linewidth=2)
+        ax.add_patch(patch)
+        ax.text(x + width / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+        if nb:
+            ax.text(x + width - 0.05, y + h - 0.05, f"nb {nb}", ha="right", va="top", fontsize=7,
+                    color=color, fontweight="bold")
+        centers[key] = (x, y, width)
+
+    def arrow(a: str, b: str, *, style: str = "-|>", color: str = "#333") -> None:
+        xa, ya, wa = centers[a]
+        xb, yb, wb = centers[b]
+        start = (xa + wa, ya + h / 2) if xb > xa + wa - 0.01 else (xa + wa / 2, ya + h)
+        end = (xb, yb + h / 2) if xb > xa + wa - 0.01 else (xb + wb / 2, yb)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=14, color=color,
+                                     linewidth=1.4, connectionstyle="arc3,rad=0.0"))
+
+    for a, b in [("frames", "backbone"), ("backbone", "xattn"), ("xattn", "gcn"), ("gcn", "au"),
+                 ("gcn", "expr"), ("gcn", "va"), ("xattn", "temporal"), ("temporal", "va"), ("temporal", "expr"),
+                 ("audio", "temporal")]:
+        arrow(a, b)
+    ax.text(6.25, 4.4, "progressive training (nb 05): one task at a time -> jointly with feature "
+            "fusion -> + temporal model", ha="center", fontsize=9, style="italic")
+    ax.text(12.45, 0.02, "evaluation with uncertainty (nb 08) · Captum explanations (nb 09)",
+            ha="right", fontsize=8, color="#555")
+    fig.tight_layout()
+    return fig
+
+
+def task_panels(au: np.ndarray | None = None, expr_probs: np.ndarray | None = None,
+                va: tuple[float, float] | None = None):
+    """The three tasks for one frame: 12 AU decisions, 8 expression scores, a point in VA space.
+
+    Without arguments it shows an example frame of a smiling face (AU6 + AU12 + AU25).
+    """
+    import matplotlib.pyplot as plt
+
+    if au is None:
+        au = np.array([0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0])
+    if expr_probs is None:
+        expr_probs = np.array([0.08, 0.01, 0.01, 0.01, 0.78, 0.02, 0.05, 0.04])
+    if va is None:
+        va = (0.62, 0.35)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [1.25, 1.1, 1]})
+
+    ax = axes[0]
+    colors = [TASK_COLORS["au"] if a else "#d9d9d9" for a in au]
+    labels = [f"{n} {AU_DESCRIPTIONS[n]}" for n in AU_NAMES]
+    ax.barh(range(12), np.ones(12), color=colors)
+    ax.set_yticks(range(12), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xticks([])
+    ax.set_title("AU detection: 12 yes/no decisions\nmetric: F1 per AU, averaged", fontsize=10)
+    for i, a in enumerate(au):
+        ax.text(0.5, i, "present" if a else "absent", ha="center", va="center", fontsize=8,
+                color="white" if a else "#555")
+
+    ax = axes[1]
+    best = int(np.argmax(expr_probs))
+    ax.bar(range(8), expr_probs, color=[TASK_COLORS["expr"] if i == best else "#f4c7b8"
+                                        for i in range(8)])
+    ax.set_xticks(range(8), EXPR_NAMES, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title("Expression: one of 8 classes\nmetric: macro F1 over the 8", fontsize=10)
+
+    ax = axes[2]
+    circle = plt.Circle((0, 0), 1, fill=False, color="#999", linestyle="--")
+    ax.add_patch(circle)
+    ax.axhline(0, color="#ccc", linewidth=0.8)
+    ax.axvline(0, color="#ccc", linewidth=0.8)
+    for name, (v, a) in EXPR_CIRCUMPLEX.items():
+        ax.plot(v, a, "o", color="#bbb", markersize=5)
+        ax.annotate(name, (v, a), textcoords="offset points", xytext=(4, 4), fontsize=7, color="#666")
+    ax.plot(*va, "*", color=TASK_COLORS["va"], markersize=16, label="this frame")
+    ax.set_xlim(-1.1, 1.1)
+    ax.set_ylim(-1.1, 1.1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("valence (unpleasant -> pleasant)")
+    ax.set_ylabel("arousal (calm -> excited)")
+    ax.set_title("Valence / arousal: two numbers in [-1, 1]\nmetric: CCC, averaged", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_png(fig, dpi: int = 110) -> bytes:
+    """Render a matplotlib figure to PNG bytes (for slides and HTML pages) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

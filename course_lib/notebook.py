@@ -1,0 +1,124 @@
+"""The one call at the top of every notebook: :func:`setup_notebook`.
+
+Taught in ``00_welcome_and_setup``. It resolves the mode, seeds everything, picks the
+device, prints a short environment report, makes plotly figures survive headless execution,
+and, on Colab without a GPU, says how to get one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import (Mode, data_dir, get_device, is_headless, is_offline, on_colab, resolve_mode,
+                     seed_everything)
+
+
+@dataclass
+class NotebookEnv:
+    """What a notebook needs to know about where it runs (returned by :func:`setup_notebook`)."""
+
+    mode: Mode
+    seed: int
+    device: "torch.device"  # noqa: F821
+    gpu_name: str | None
+    gpu_memory_gb: float | None
+    data: Path
+    offline: bool
+    headless: bool
+    colab: bool
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def smoke(self) -> bool:
+        """True in smoke mode (tiny sizes, CPU-friendly)."""
+        return self.mode == "smoke"
+
+    def pick(self, smoke, full):
+        """``smoke`` in smoke mode, ``full`` in full mode: ``N = env.pick(200, 20_000)``."""
+        return smoke if self.smoke else full
+
+    def report(self) -> str:
+        """The environment report as text, one fact per line."""
+        gpu = "none"
+        if self.gpu_name:
+            gpu = f"{self.gpu_name} ({self.gpu_memory_gb:.1f} GB)"
+        lines = [
+            f"python   {self.versions['python']} on {platform.system()} ({platform.machine()})",
+            f"torch    {self.versions['torch']}   timm {self.versions.get('timm', '?')}",
+            f"device   {self.device}   GPU: {gpu}",
+            f"mode     {self.mode}   seed {self.seed}   offline: {'yes' if self.offline else 'no'}",
+            f"data     {self.data}",
+        ]
+        if self.colab:
+            lines.append("where    Google Colab")
+        return "\n".join(lines)
+
+
+def configure_plotly() -> str:
+    """Choose a plotly renderer that shows figures live *and* in executed notebooks.
+
+    ``plotly_mimetype`` renders in JupyterLab; ``notebook`` embeds plotly.js in the output, so
+    a notebook executed by papermill shows its figures when opened or exported to HTML, with
+    no network. Colab keeps its own ``colab`` renderer.
+    """
+    import plotly.io as pio
+
+    if on_colab():
+        pio.renderers.default = "colab"
+    else:
+        pio.renderers.default = "plotly_mimetype+notebook"
+    pio.templates.default = "plotly_white"
+    return pio.renderers.default
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import timm
+
+        out["timm"] = timm.__version__
+    except ImportError:  # pragma: no cover - timm is a dependency
+        out["timm"] = "missing"
+    return out
+
+
+def setup_notebook(smoke: bool | None = None, seed: int = 0, *, quiet: bool = False) -> NotebookEnv:
+    """Prepare a notebook: mode, seeds, device, plotly, and a printed environment report.
+
+    ``smoke`` is the notebook's ``SMOKE`` parameter (``None``: smoke unless a CUDA GPU is
+    present; ``COURSE_SMOKE`` in the environment overrides it).
+    """
+    import torch
+
+    mode = resolve_mode(smoke)
+    seed_everything(seed)
+    device = get_device()
+    gpu_name = gpu_mem = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu_name, gpu_mem = props.name, props.total_memory / 1024**3
+    configure_plotly()
+    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
+    env = NotebookEnv(
+        mode=mode, seed=seed, device=device, gpu_name=gpu_name, gpu_memory_gb=gpu_mem,
+        data=data_dir(), offline=is_offline(), headless=is_headless(), colab=on_colab(),
+        versions=_versions(),
+    )
+    if not quiet:
+        print(env.report())
+        if env.colab and device.type != "cuda":
+            print("No GPU: on Colab choose Runtime > Change runtime type > T4 GPU, then "
+                  "Runtime > Run all. Smoke mode works without one, only slower and smaller.")
+        elif mode == "full" and device.type != "cuda":
+            print("Full mode without a CUDA GPU: expect long run times (smoke mode is meant "
+                  "for the CPU).")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.stdout.flush()
+    return env

@@ -1,0 +1,170 @@
+"""Run the whole course headlessly: data, every notebook with papermill, slides, a table.
+
+This is ``make course`` (``python -m course_lib.runner``); the notebook tests call
+:func:`execute_notebook` too, so CI runs notebooks exactly as the course does. Executed
+copies go to ``build/notebooks/``; the sources are never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import CourseSetupError, Mode, build_dir, data_dir, resolve_mode
+from .course_map import course_notebooks, notebooks_dir
+
+#: Per-cell time limit (seconds) by mode: smoke cells are meant to take seconds.
+CELL_TIMEOUT: dict[str, int] = {"smoke": 600, "full": 3600}
+
+
+@dataclass
+class NotebookRun:
+    """The outcome of executing one notebook."""
+
+    name: str
+    mode: Mode
+    seconds: float
+    ok: bool
+    error: str | None
+    output: Path
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else f"FAILED: {self.error}"
+
+
+def check_kernel(kernel: str) -> None:
+    """Raise a one-line :class:`CourseSetupError` when the Jupyter kernel is not installed."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel:
+        raise CourseSetupError(
+            f"Jupyter kernel {kernel!r} is not installed: run "
+            f"'.venv/bin/python -m ipykernel install --sys-prefix --name {kernel}' "
+            "or use the default KERNEL=python3"
+        ) from None
+
+
+def _describe_failure(exc: Exception, source: Path) -> str:
+    """Name the cell that failed (its number in the source notebook and first line) and the error."""
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    where = ""
+    failed_source = getattr(exc, "source", None)
+    if failed_source is not None:
+        import nbformat
+
+        cells = nbformat.read(source, as_version=4).cells
+        number = next((i for i, c in enumerate(cells, start=1) if c.source == failed_source), None)
+        first = next((ln.strip() for ln in failed_source.splitlines() if ln.strip()), "")
+        where = (f"cell {number} of {len(cells)}" if number else "injected parameters cell")
+        where += f" ({first[:60]!r}): "
+    message = str(evalue).strip().splitlines()[-1] if str(evalue).strip() else ""
+    return f"{where}{ename}: {message}"[:300]
+
+
+def execute_notebook(source: Path, out_dir: Path, *, mode: Mode, kernel: str = "python3",
+                     cell_timeout: int | None = None, parameters: dict | None = None) -> NotebookRun:
+    """Execute ``source`` with papermill into ``out_dir``; the returned record says how it went.
+
+    The notebook runs in its own folder with ``SMOKE`` injected and ``COURSE_HEADLESS=1``, so
+    progress bars print text. A failing cell does not raise: the record names it.
+    """
+    import papermill as pm
+
+    source, out_dir = Path(source), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / source.name
+    params = {"SMOKE": mode == "smoke", **(parameters or {})}
+    os.environ["COURSE_HEADLESS"] = "1"
+    start = time.perf_counter()
+    error = None
+    try:
+        pm.execute_notebook(
+            str(source), str(output), parameters=params, kernel_name=kernel,
+            cwd=str(source.parent), execution_timeout=cell_timeout or CELL_TIMEOUT[mode],
+            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no start-up chatter in the log
+        )
+    except Exception as exc:  # papermill's error, a cell time-out, a dead kernel
+        error = _describe_failure(exc, source)
+    return NotebookRun(name=source.stem, mode=mode, seconds=time.perf_counter() - start,
+                       ok=error is None, error=error, output=output)
+
+
+def prepare_course_data(mode: Mode) -> Path:
+    """Make sure the data folder exists and can be written (later steps generate data there)."""
+    return data_dir(create=True)
+
+
+def format_table(runs: list[NotebookRun]) -> str:
+    """The summary table printed by ``make course``: notebook, mode, seconds, status."""
+    width = max([len("notebook")] + [len(r.name) for r in runs])
+    lines = [f"{'notebook':<{width}}  {'mode':<5}  {'seconds':>8}  status",
+             f"{'-' * width}  -----  --------  ------"]
+    for r in runs:
+        lines.append(f"{r.name:<{width}}  {r.mode:<5}  {r.seconds:>8.1f}  {r.status}")
+    total = sum(r.seconds for r in runs)
+    failed = sum(not r.ok for r in runs)
+    lines.append(f"{len(runs)} notebooks, {failed} failed, {total:.1f} s in all")
+    return "\n".join(lines)
+
+
+def run_course(mode: str = "auto", *, notebooks: Path | None = None, out_dir: Path | None = None,
+               kernel: str = "python3", slides: bool = True, only: str | None = None) -> list[NotebookRun]:
+    """Generate data, execute the notebooks in order, build the slides; return the runs."""
+    resolved = resolve_mode(mode)
+    check_kernel(kernel)
+    sources = course_notebooks(notebooks or notebooks_dir())
+    if only:
+        sources = [p for p in sources if only in p.name]
+    if not sources:
+        raise CourseSetupError(f"no notebooks NN_*.ipynb in {notebooks or notebooks_dir()}"
+                               + (f" matching {only!r}" if only else ""))
+    data = prepare_course_data(resolved)
+    out_dir = Path(out_dir) if out_dir is not None else build_dir() / "notebooks"
+    print(f"course: {len(sources)} notebooks, mode {resolved}, data in {data}, "
+          f"executed copies in {out_dir}", flush=True)
+    runs = []
+    for source in sources:
+        print(f"  running {source.name} ...", flush=True)
+        run = execute_notebook(source, out_dir, mode=resolved, kernel=kernel)
+        print(f"  {run.name}: {run.status} ({run.seconds:.1f} s)", flush=True)
+        runs.append(run)
+    if slides:
+        from .slides import build_decks
+
+        start = time.perf_counter()
+        decks = build_decks()
+        print(f"slides: {len(decks)} decks in {build_dir() / 'slides'} "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.runner", description=__doc__)
+    parser.add_argument("--mode", default="auto", help="auto (full on a CUDA GPU), smoke or full")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    parser.add_argument("--notebooks", type=Path, default=None, help="folder of NN_*.ipynb")
+    parser.add_argument("--out", type=Path, default=None, help="folder for executed copies")
+    parser.add_argument("--only", default=None, help="run only notebooks whose name contains this")
+    parser.add_argument("--no-slides", action="store_true", help="skip building the slides")
+    args = parser.parse_args(argv)
+    try:
+        runs = run_course(args.mode, notebooks=args.notebooks, out_dir=args.out, kernel=args.kernel,
+                          slides=not args.no_slides, only=args.only)
+    except CourseSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(format_table(runs))
+    return 0 if all(r.ok for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""course_lib.config and setup_notebook: mode, device, seeds, folders, offline detection."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import config
+from course_lib.config import CourseSetupError, resolve_mode
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    for var in ("COURSE_SMOKE", "CI", "COURSE_OFFLINE", "HF_HUB_OFFLINE", "COURSE_HEADLESS"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("cuda, smoke, want", [
+    (False, None, "smoke"), (True, None, "full"), (True, True, "smoke"), (False, False, "full"),
+    (False, "auto", "smoke"), (True, "auto", "full"), (True, "smoke", "smoke"), (False, "full", "full"),
+])
+def test_mode_from_parameter_and_gpu(no_env, cuda, smoke, want):
+    no_env.setattr(config, "cuda_available", lambda: cuda)
+    assert resolve_mode(smoke) == want
+
+
+@pytest.mark.parametrize("env_value, want", [("1", "smoke"), ("true", "smoke"), ("0", "full"), ("no", "full")])
+def test_environment_overrides_parameter(no_env, env_value, want):
+    no_env.setattr(config, "cuda_available", lambda: want == "full")
+    no_env.setenv("COURSE_SMOKE", env_value)
+    for smoke in (None, True, False, "full", "smoke"):
+        assert resolve_mode(smoke) == want
+
+
+def test_bad_mode_values_explain_themselves(no_env):
+    with pytest.raises(CourseSetupError, match="unknown mode 'fast'"):
+        resolve_mode("fast")
+    no_env.setenv("COURSE_SMOKE", "maybe")
+    with pytest.raises(CourseSetupError, match="COURSE_SMOKE"):
+        resolve_mode(None)
+
+
+def test_device_is_cpu_here_and_prefer_wins():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        expected = "mps"
+    assert config.get_device().type == expected
+    assert config.get_device("cpu").type == "cpu"
+
+
+def test_seed_everything_repeats_all_generators():
+    def draw():
+        return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+    config.seed_everything(7)
+    first = draw()
+    config.seed_everything(7)
+    assert draw() == first
+    config.seed_everything(8)
+    assert draw() != first
+
+
+def test_data_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "elsewhere"))
+    assert config.data_dir() == (tmp_path / "elsewhere").resolve()
+    assert not (tmp_path / "elsewhere").exists()
+    assert config.data_dir(create=True).is_dir()
+    assert config.cache_dir("features") == (tmp_path / "elsewhere" / "cache" / "features").resolve()
+
+
+def test_default_data_dir_is_found_from_any_cwd(repo, tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "COURSE_DATA"}
+    out = subprocess.run([sys.executable, "-c", "from course_lib.config import data_dir; print(data_dir())"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(repo / "data")
+
+
+def test_unwritable_data_dir_is_one_clear_line(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("COURSE_DATA", str(blocker / "data"))
+    with pytest.raises(CourseSetupError) as info:
+        config.data_dir(create=True)
+    message = str(info.value)
+    assert "\n" not in message and str(blocker / "data") in message and "COURSE_DATA" in message
+
+
+def test_offline_detection(no_env):
+    assert not config.is_offline()
+    no_env.setenv("COURSE_OFFLINE", "1")
+    assert config.is_offline()
+    no_env.delenv("COURSE_OFFLINE")
+    no_env.setenv("CI", "true")
+    assert config.is_offline() and config.is_headless()
+
+
+def test_setup_notebook_reports_and_configures(capsys, monkeypatch):
+    import plotly.io as pio
+
+    import course_lib
+
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    env = course_lib.setup_notebook(smoke=False, seed=3)
+    out = capsys.readouterr().out
+    assert env.mode == "smoke" and env.smoke and env.pick(1, 2) == 1
+    assert "torch" in out and "mode     smoke" in out and "device" in out
+    assert "notebook" in pio.renderers.default  # figures survive headless execution
+    assert torch.initial_seed() == 3
+
+
+def test_progress_is_plain_text_when_headless(monkeypatch):
+    from tqdm import tqdm as plain
+
+    from course_lib import progress
+
+    monkeypatch.setenv("COURSE_HEADLESS", "1")
+    bar = progress(range(3), desc="x")
+    assert type(bar) is plain and list(bar) == [0, 1, 2]
