@@ -46,7 +46,8 @@ def test_unwritable_data_folder_is_one_line(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_rejects_unknown_mode_in_one_line(repo):
-    result = subprocess.run(["make", "course", "MODE=turbo"], cwd=repo, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = subprocess.run(["make", "course", "MODE=turbo"], cwd=repo, capture_output=True, text=True, env=env)
     assert result.returncode != 0
     lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and "unknown MODE 'turbo'" in lines[0], lines
