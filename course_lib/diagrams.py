@@ -135,3 +135,41 @@ def figure_to_png(fig, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def au_atlas(identity=None, intensity: float = 1.0, image_size: int = 112):
+    """The AU atlas (``01_data``): a neutral face, then each AU alone; below each, what changed
+    (absolute difference to neutral) and the AU's ground-truth region outlined on the face."""
+    import matplotlib.pyplot as plt
+
+    from .data.face import Identity, region_mask, render_face
+
+    identity = identity or Identity()
+    neutral, _ = render_face(identity, np.zeros(12), image_size=image_size)
+    base = np.asarray(neutral, dtype=np.float64)
+    fig, axes = plt.subplots(3, 13, figsize=(19, 5.4))
+    for col in range(13):
+        active = np.zeros(12)
+        if col:
+            active[col - 1] = intensity
+        face, regions = render_face(identity, active, image_size=image_size)
+        arr = np.asarray(face)
+        diff = np.abs(arr.astype(np.float64) - base).sum(axis=2)
+        axes[0, col].imshow(arr)
+        axes[1, col].imshow(diff, cmap="magma", vmin=0, vmax=max(60.0, diff.max()))
+        axes[2, col].imshow(arr)
+        if col:
+            mask = region_mask(regions[col - 1], image_size)
+            axes[2, col].contour(mask, levels=[0.5], colors=[TASK_COLORS["au"]], linewidths=1.5)
+            name = AU_NAMES[col - 1]
+            axes[0, col].set_title(f"{name}\n{AU_DESCRIPTIONS[name]}", fontsize=8)
+        else:
+            axes[0, col].set_title("neutral", fontsize=8)
+        for row in range(3):
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+    axes[0, 0].set_ylabel("face", fontsize=9)
+    axes[1, 0].set_ylabel("change", fontsize=9)
+    axes[2, 0].set_ylabel("region", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -98,8 +98,14 @@ def execute_notebook(source: Path, out_dir: Path, *, mode: Mode, kernel: str = "
 
 
 def prepare_course_data(mode: Mode) -> Path:
-    """Make sure the data folder exists and can be written (later steps generate data there)."""
-    return data_dir(create=True)
+    """Generate (or reuse) the data the notebooks need: SynthAffWild for ``mode``, or a real copy."""
+    from .data.synth import ensure_course_data
+
+    data_dir(create=True)  # a one-line error for an unwritable folder, before any work
+    start = time.perf_counter()
+    root = ensure_course_data(mode, audio=True)
+    print(f"data: {root} ready ({time.perf_counter() - start:.1f} s)", flush=True)
+    return root
 
 
 def format_table(runs: list[NotebookRun]) -> str:

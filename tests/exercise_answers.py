@@ -18,7 +18,33 @@ def _ccc_sample_moments(x, y):
     return 2 * np.cov(x, y)[0, 1] / (x.var(ddof=1) + y.var(ddof=1) + (x.mean() - y.mean()) ** 2)
 
 
+def _base_rates_right(table):
+    from course_lib.labels import AU_NAMES
+
+    return table[table.has_au][list(AU_NAMES)].mean().to_numpy()
+
+
+def _base_rates_with_missing(table):
+    from course_lib.labels import AU_NAMES
+
+    return (table[list(AU_NAMES)] == 1).mean().to_numpy()
+
+
+def _cooc_right(au):
+    return (au.T @ au) / au.sum(axis=0)[:, None]
+
+
+def _windows_right(lengths, window, stride):
+    return sum(max(0, (n - window) // stride + 1) for n in lengths)
+
+
 ANSWERS = {
     "00.ccc": (_ccc_right, [_ccc_pearson, _ccc_sample_moments, lambda x, y: 1.0]),
     "00.always_on_f1": (lambda p: 2 * p / (1 + p), [lambda p: p, lambda p: 1.0, lambda p: p / 2]),
+    "01.au_base_rates": (_base_rates_right, [_base_rates_with_missing, lambda t: np.full(12, 0.5)]),
+    "01.cooccurrence": (_cooc_right, [lambda au: _cooc_right(au).T, lambda au: (au.T @ au) / len(au)]),
+    "01.count_windows": (_windows_right, [
+        lambda lengths, w, s: max(0, (sum(lengths) - w) // s + 1),
+        lambda lengths, w, s: sum(max(0, (n - w) // s) for n in lengths),
+    ]),
 }

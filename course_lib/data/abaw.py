@@ -1,0 +1,724 @@
+"""Reading, checking and loading the ABAW annotations of s-Aff-Wild2 and Aff-Wild2.
+
+Taught in ``01_data``. Everything works on one *table*, a pandas DataFrame with one row per
+frame and the columns of :data:`TABLE_COLUMNS`:
+
+    image, video, frame, valence, arousal, expression, AU1 ... AU26, has_va, has_expr, has_au
+
+Missing labels keep the files' markers (valence/arousal ``-5``, expression ``-1``, AUs ``-1``)
+and the ``has_*`` flags say which tasks a frame is labelled for. The readers check every line
+and raise :class:`AnnotationError` naming the file, the line and what is wrong; the datasets
+turn a table plus the ``cropped_aligned/`` frames into tensors; the statistics helpers give
+the counts and loss weights that ``01_data`` discusses.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+try:  # torchvision's JPEG decoder is fast; it is deprecated since torchvision 0.29 (for TorchCodec)
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+except ImportError:  # pragma: no cover - a torchvision without image ops: decode_frame uses PIL
+    decode_jpeg = None
+
+from ..labels import AU_NAMES, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA, MTL_HEADER
+from ..progress import progress
+
+VA_COLUMNS: tuple[str, ...] = ("valence", "arousal")
+#: The label columns, in file order.
+LABEL_COLUMNS: tuple[str, ...] = (*VA_COLUMNS, "expression", *AU_NAMES)
+#: The 16 fields of a line of an s-Aff-Wild2 multi-task annotation file.
+MTL_COLUMNS: tuple[str, ...] = ("image", *LABEL_COLUMNS)
+#: The columns of a table, in order.
+TABLE_COLUMNS: tuple[str, ...] = ("image", "video", "frame", *LABEL_COLUMNS, "has_va", "has_expr", "has_au")
+
+#: Per-task release: task -> accepted folder names (the EXPR folder was renamed once).
+TASK_FOLDERS: dict[str, tuple[str, ...]] = {
+    "au": ("AU_Detection_Challenge",),
+    "expr": ("EXPR_Recognition_Challenge", "EXPR_Classification_Challenge"),
+    "va": ("VA_Estimation_Challenge",),
+}
+#: Per-task release: the label columns of one data line of each task's files.
+TASK_COLUMNS: dict[str, tuple[str, ...]] = {"au": AU_NAMES, "expr": ("expression",), "va": VA_COLUMNS}
+SPLIT_FOLDERS: dict[str, str] = {"train": "Train_Set", "validation": "Validation_Set"}
+#: The folder under the data root that holds ``<video>/<NNNNN>.jpg``.
+FRAMES_FOLDER = "cropped_aligned"
+
+_IMAGE_PATTERN = r"^([^/,\s]+)/(\d+)\.jpg$"
+_MISSING = {"valence": MISSING_VA, "arousal": MISSING_VA, "expression": MISSING_EXPR,
+            **{au: MISSING_AU for au in AU_NAMES}}
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file: ``path`` and ``line`` (1-based, the header is line 1) say where."""
+
+    def __init__(self, path: str | os.PathLike, line: int, problem: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.problem = problem
+        super().__init__(f"{self.path} line {line}: {problem}")
+
+    def __reduce__(self):  # keep the attributes when pickled (DataLoader workers)
+        return type(self), (self.path, self.line, self.problem)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _read_lines(path: Path) -> tuple[str, list[str]]:
+    """The header and the data lines of a text file (LF or CRLF; trailing blank lines dropped)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "annotation file not found", str(path)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(path, raw[: exc.start].count(b"\n") + 1, "not UTF-8 text") from None
+    text = text.replace("\r\n", "\n")
+    stray = text.find("\r")
+    if stray >= 0:
+        raise AnnotationError(path, text.count("\n", 0, stray) + 1,
+                              "stray carriage return (\\r): use LF or CRLF line endings")
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise AnnotationError(path, 1, "empty file: expected a header line")
+    return lines[0], lines[1:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_file(path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+    """Split one annotation file into its fields: ``image`` as text, labels as float64 (NaN: not a number).
+
+    Structural problems (no header, blank lines, wrong field counts) raise here; the values
+    are checked by :func:`_first_problem`. Returns the fields and the raw data lines.
+    """
+    header, lines = _read_lines(path)
+    if not header.strip():
+        raise AnnotationError(path, 1, "blank first line: expected a header line")
+    has_image = columns[0] == "image"
+    names = header.split(",")[1:] if has_image else header.split(",")
+    if names and all(_is_number(name) for name in names):
+        raise AnnotationError(path, 1, "looks like data, not a header: the file must start with a header line")
+    n = len(columns)
+    blank = np.fromiter((not line.strip() for line in lines), bool, len(lines))
+    commas = np.fromiter((line.count(",") for line in lines), np.int64, len(lines))
+    bad = np.flatnonzero(blank | (commas != n - 1))
+    if bad.size:
+        row = int(bad[0])
+        problem = ("blank line (only the end of the file may have empty lines)" if blank[row] else
+                   f"expected {n} comma-separated field{'s' if n > 1 else ''}, got {commas[row] + 1}")
+        raise AnnotationError(path, row + 2, problem)
+    labels = list(columns[has_image:])
+    dtypes = {c: (str if c == "image" else "float64") for c in columns}
+    if not lines:
+        return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in columns}), lines
+    options = dict(header=None, names=list(columns), quoting=csv.QUOTE_NONE, keep_default_na=False,
+                   na_values=[""], engine="c")
+    try:  # fast path: every label parses as a number
+        fields = pd.read_csv(io.StringIO("\n".join(lines)), dtype=dtypes, **options)
+    except ValueError:  # some text among the numbers: parse as text, non-numbers become NaN
+        fields = pd.read_csv(io.StringIO("\n".join(lines)), dtype=str, **options)
+        for c in labels:
+            fields[c] = pd.to_numeric(fields[c], errors="coerce").astype("float64")
+    return fields, lines
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _first_problem(fields: pd.DataFrame, where: Callable[[int], str],
+                   raw: Callable[[int, str], str] | None = None) -> tuple[int, str] | None:
+    """The first row (and what is wrong with it) breaking a rule of the annotation format.
+
+    ``fields`` holds float64 label columns (any subset of :data:`LABEL_COLUMNS`) and optionally
+    ``image``; ``where(row)`` names a row in messages, ``raw(row, column)`` gives the text of a
+    field that is not a number. One code path for every file kind and for the writer.
+    Vectorised: each rule finds its first offending row; the earliest row wins.
+    """
+    found: list[tuple[int, Callable[[], str]]] = []
+
+    def first(mask: np.ndarray, message: Callable[[int], str]) -> None:
+        hits = np.flatnonzero(mask)
+        if hits.size:
+            row = int(hits[0])
+            found.append((row, lambda: message(row)))
+
+    labels = [c for c in LABEL_COLUMNS if c in fields.columns]
+    if labels:
+        values = fields[labels].to_numpy(np.float64)
+        nan = np.isnan(values)
+
+        def not_a_number(row: int) -> str:
+            column = labels[int(np.flatnonzero(nan[row])[0])]
+            text = raw(row, column) if raw is not None else "NaN"
+            return f"{column} is empty" if text == "" else f"{column} is not a number: {text!r}"
+
+        first(nan.any(axis=1), not_a_number)
+    if "image" in fields.columns:
+        image = fields["image"].astype(object).where(fields["image"].notna(), "")
+        ok = image.str.match(_IMAGE_PATTERN).fillna(False).to_numpy(bool)
+        first(~ok, lambda r: f"image name {image.iloc[r]!r} is not of the form <video>/<digits>.jpg")
+        dup = image.duplicated().to_numpy()
+
+        def duplicate(row: int) -> str:
+            name = image.iloc[row]
+            earlier = int(np.flatnonzero((image == name).to_numpy())[0])
+            return f"duplicate image {name!r} (first on {where(earlier)})"
+
+        first(dup, duplicate)
+    if all(c in fields.columns for c in VA_COLUMNS):
+        va = fields[list(VA_COLUMNS)].to_numpy(np.float64)
+        for k, name in enumerate(VA_COLUMNS):
+            v = va[:, k]
+            bad = ~((v == MISSING_VA) | ((v >= -1) & (v <= 1)))
+            first(bad, lambda r, v=v, name=name:
+                  f"{name} must be in [-1, 1] or exactly {_fmt(MISSING_VA)} (missing), got {_fmt(v[r])}")
+        va_gone = va == MISSING_VA
+
+        def half_missing(row: int) -> str:
+            k = 0 if va_gone[row, 0] else 1
+            return (f"{VA_COLUMNS[k]} is {_fmt(MISSING_VA)} (missing) but {VA_COLUMNS[1 - k]} is "
+                    f"{_fmt(va[row, 1 - k])}: both must be {_fmt(MISSING_VA)} or neither")
+
+        first(va_gone[:, 0] != va_gone[:, 1], half_missing)
+    if "expression" in fields.columns:
+        e = fields["expression"].to_numpy(np.float64)
+        bad = ~((e == np.round(e)) & (e >= MISSING_EXPR) & (e <= len(EXPR_NAMES) - 1))
+        first(bad, lambda r: f"expression must be an integer in {MISSING_EXPR}..{len(EXPR_NAMES) - 1} "
+                             f"({MISSING_EXPR} = missing), got {_fmt(e[r])}")
+    if all(c in fields.columns for c in AU_NAMES):
+        au = fields[list(AU_NAMES)].to_numpy(np.float64)
+        bad_value = ~np.isin(au, (MISSING_AU, 0, 1))
+
+        def au_value(row: int) -> str:
+            k = int(np.flatnonzero(bad_value[row])[0])
+            return f"{AU_NAMES[k]} must be 0, 1 or {MISSING_AU} (missing), got {_fmt(au[row, k])}"
+
+        first(bad_value.any(axis=1), au_value)
+        au_gone = au == MISSING_AU
+
+        def partly_missing(row: int) -> str:
+            names = ", ".join(np.asarray(AU_NAMES)[au_gone[row]])
+            return (f"AUs partly missing ({names} {MISSING_AU}, the others not): a frame without AU "
+                    f"labels has all {len(AU_NAMES)} AUs set to {MISSING_AU}")
+
+        first(au_gone.any(axis=1) & ~au_gone.all(axis=1), partly_missing)
+    if not found:
+        return None
+    row, message = min(found, key=lambda item: item[0])  # min keeps the first rule on ties
+    return row, message()
+
+
+def _read_checked(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Parse one annotation file and check every value; the first bad line raises AnnotationError."""
+    fields, lines = _parse_file(path, columns)
+
+    def raw(row: int, column: str) -> str:
+        return lines[row].split(",")[columns.index(column)].strip()
+
+    problem = _first_problem(fields, where=lambda r: f"line {r + 2}", raw=raw)
+    if problem is not None:
+        row, message = problem
+        raise AnnotationError(path, row + 2, message)
+    return fields
+
+
+def _make_table(image: Sequence[str] | pd.Series, video: Sequence[str] | pd.Series,
+                frame: Sequence[int] | np.ndarray, labels: pd.DataFrame) -> pd.DataFrame:
+    """Assemble a table (:data:`TABLE_COLUMNS`, dtypes included) from checked fields."""
+    va = labels[list(VA_COLUMNS)].to_numpy(np.float32)
+    expr = labels["expression"].to_numpy(np.float64).astype(np.int64)
+    au = labels[list(AU_NAMES)].to_numpy(np.float64).astype(np.int64)
+    table = pd.DataFrame({
+        "image": pd.Series(np.asarray(image, dtype=object), dtype=object).astype(str),
+        "video": pd.Series(np.asarray(video, dtype=object), dtype=object).astype(str),
+        "frame": np.asarray(frame, dtype=np.int64),
+        "valence": va[:, 0], "arousal": va[:, 1], "expression": expr,
+        **{name: au[:, k] for k, name in enumerate(AU_NAMES)},
+        "has_va": (va != MISSING_VA).all(axis=1),
+        "has_expr": expr != MISSING_EXPR,
+        "has_au": (au != MISSING_AU).all(axis=1),
+    })
+    return table
+
+
+# --------------------------------------------------------------------------- readers and writer
+
+
+def read_mtl_annotations(path: str | os.PathLike) -> pd.DataFrame:
+    """Read an s-Aff-Wild2 multi-task annotation file (``training_set_annotations.txt``, ...).
+
+    Line 1 is a header (skipped; its exact text is unconfirmed), then one frame per line:
+    ``image,valence,arousal,expression,AU1,...,AU26``. Returns a table with the columns of
+    :data:`TABLE_COLUMNS`, in file order. Any malformed line raises :class:`AnnotationError`
+    naming the file and the line; a missing file raises ``FileNotFoundError``.
+    """
+    path = Path(path)
+    fields = _read_checked(path, MTL_COLUMNS)
+    parts = [name.rpartition("/") for name in fields["image"].tolist()]  # checked: <video>/<digits>.jpg
+    video = [part[0] for part in parts]
+    frame = np.fromiter((int(part[2][:-4]) for part in parts), np.int64, len(parts))
+    return _make_table(fields["image"], video, frame, fields)
+
+
+def read_per_task_annotations(root: str | os.PathLike, split: str) -> pd.DataFrame:
+    """Read the per-task Aff-Wild2 release and merge the tasks per frame into one table.
+
+    ``root`` holds ``AU_Detection_Challenge/``, ``EXPR_Recognition_Challenge/`` (or the older
+    ``EXPR_Classification_Challenge/``) and ``VA_Estimation_Challenge/``, each with
+    ``Train_Set/`` and ``Validation_Set/`` (``split`` is ``"train"`` or ``"validation"``) of
+    ``<video>.txt`` files: a header, then data line i for frame ``<video>/{i:05d}.jpg``.
+    A task whose folder is absent has every label missing; a frame one task does not cover is
+    missing for that task. Sorted by video, then frame. The lines are checked as in
+    :func:`read_mtl_annotations`.
+    """
+    root = Path(root)
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"unknown split {split!r}: use one of {sorted(SPLIT_FOLDERS)}")
+    parts: list[pd.DataFrame] = []
+    for task, names in TASK_FOLDERS.items():
+        folders = [root / name for name in names if (root / name).is_dir()]
+        if not folders:
+            continue
+        if len(folders) > 1:
+            raise ValueError(f"both {folders[0]} and {folders[1]} exist: keep only one of them")
+        split_dir = folders[0] / SPLIT_FOLDERS[split]
+        if not split_dir.is_dir():
+            raise FileNotFoundError(errno.ENOENT, f"{folders[0].name} has no {SPLIT_FOLDERS[split]}/ folder",
+                                    str(split_dir))
+        columns = TASK_COLUMNS[task]
+        videos = []
+        for file in sorted(split_dir.glob("*.txt")):
+            fields = _read_checked(file, columns)
+            fields.insert(0, "video", file.stem)
+            fields.insert(1, "frame", np.arange(1, len(fields) + 1, dtype=np.int64))
+            videos.append(fields)
+        empty = pd.DataFrame({"video": pd.Series(dtype=object), "frame": pd.Series(dtype=np.int64),
+                              **{c: pd.Series(dtype="float64") for c in columns}})
+        parts.append(pd.concat(videos, ignore_index=True) if videos else empty)
+    if not parts:
+        folders = ", ".join(name for names in TASK_FOLDERS.values() for name in names)
+        raise FileNotFoundError(errno.ENOENT, f"no per-task annotation folder ({folders})", str(root))
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged.merge(part, on=["video", "frame"], how="outer")
+    for column in LABEL_COLUMNS:
+        merged[column] = merged[column].fillna(_MISSING[column]) if column in merged else _MISSING[column]
+    merged = merged.sort_values(["video", "frame"], kind="stable", ignore_index=True)
+    video = merged["video"].astype(object).astype(str)
+    image = video + "/" + merged["frame"].map("{:05d}.jpg".format)
+    return _make_table(image, video, merged["frame"].to_numpy(np.int64), merged)
+
+
+def _format_floats(values: np.ndarray) -> np.ndarray:
+    """Compact text for float32 values: up to 4 decimals when exact (``-5``, ``0.25``), else the
+    shortest text that reads back to the same float32."""
+    v = np.asarray(values, dtype=np.float32)
+    text = np.char.rstrip(np.char.rstrip(np.char.mod("%.4f", v.astype(np.float64)), "0"), ".").astype(object)
+    text[text == "-0"] = "0"
+    inexact = np.flatnonzero(text.astype(np.float32) != v) if len(v) else np.zeros(0, np.int64)
+    for i in inexact:
+        text[i] = np.format_float_positional(v[i], unique=True, trim="-")
+    return text
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_mtl_annotations(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table in the s-Aff-Wild2 multi-task format, atomically; returns ``path``.
+
+    Header :data:`course_lib.labels.MTL_HEADER`, ``\\n`` line endings, compact numbers. Only
+    the 16 file columns are written (``has_*`` follow from the values). A table that
+    :func:`read_mtl_annotations` would reject raises ``ValueError`` naming the row, and
+    nothing is written. ``read_mtl_annotations(write_mtl_annotations(t, p))`` equals ``t``.
+    """
+    path = Path(path)
+    missing = [c for c in MTL_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"cannot write {path}: the table lacks the columns {missing}")
+    fields = table[list(MTL_COLUMNS)].reset_index(drop=True)
+    fields = fields.assign(**{c: pd.to_numeric(fields[c], errors="coerce").astype("float64")
+                              for c in LABEL_COLUMNS})
+    problem = _first_problem(fields, where=lambda r: f"row {r}")
+    if problem is not None:
+        row, message = problem
+        raise ValueError(f"cannot write {path}: row {row}: {message}")
+    out = pd.DataFrame({
+        "image": fields["image"].astype(object),
+        "valence": _format_floats(fields["valence"].to_numpy()),
+        "arousal": _format_floats(fields["arousal"].to_numpy()),
+        **{c: fields[c].to_numpy().astype(np.int64) for c in ("expression", *AU_NAMES)},
+    })
+    body = out.to_csv(header=False, index=False, lineterminator="\n", quoting=csv.QUOTE_NONE)
+    _write_atomic(path, MTL_HEADER + "\n" + body)
+    return path
+
+
+# --------------------------------------------------------------------------- frames and datasets
+
+
+def frames_exist(table: pd.DataFrame, root: str | os.PathLike) -> np.ndarray:
+    """Boolean mask: which rows' frames exist as ``root/cropped_aligned/<image>``.
+
+    One directory listing per video, so it is quick for the whole data set. Use it to drop
+    frames deliberately, e.g. ``table[frames_exist(table, root)]`` (the datasets never skip
+    a missing frame silently: they raise).
+    """
+    base = Path(root) / FRAMES_FOLDER
+    parts = [str(image).rpartition("/") for image in table["image"].tolist()]
+    rows_of: dict[str, list[int]] = {}
+    for row, (folder, _, _) in enumerate(parts):
+        rows_of.setdefault(folder, []).append(row)
+    exists = np.zeros(len(parts), dtype=bool)
+    for folder, rows in rows_of.items():
+        try:
+            names = set(os.listdir(base / folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        exists[rows] = [parts[row][2] in names for row in rows]
+    return exists
+
+
+def decode_frame(path: str | os.PathLike) -> torch.Tensor:
+    """Decode one JPEG frame to a uint8 RGB tensor (3, H, W).
+
+    The one place that decodes frames: ``torchvision.io.decode_jpeg`` (fast), or PIL where a
+    torchvision without image decoding is installed.
+    """
+    try:
+        if decode_jpeg is None:  # pragma: no cover
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        raise RuntimeError(f"cannot decode {path}: {exc}") from None
+
+
+class _Frames:
+    """The frames of a table, decoded from disk on demand or all at once into RAM (``preload``).
+
+    Shared by :class:`FrameDataset` and :class:`SequenceDataset`. Names are kept in a NumPy
+    bytes array, not a list of str, so DataLoader workers do not copy them page by page.
+    """
+
+    def __init__(self, table: pd.DataFrame, root: Path, preload: bool) -> None:
+        self.folder = root / FRAMES_FOLDER
+        exists = frames_exist(table, root)
+        if not exists.all():
+            missing = np.flatnonzero(~exists)
+            hint = (f"; is {root} the folder that holds {FRAMES_FOLDER}/?" if missing.size == len(table)
+                    else "; drop them with table[frames_exist(table, root)] if that is intended")
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"{missing.size} of {len(table)} frames are missing, the first is {table['image'].iloc[missing[0]]}"
+                + hint, str(self.folder / table["image"].iloc[missing[0]]))
+        self._names = np.char.encode(table["image"].to_numpy(dtype=str), "utf-8")
+        self.data: torch.Tensor | None = self._decode_all() if preload else None
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def path(self, row: int) -> str:
+        return os.path.join(self.folder, self._names[row].decode("utf-8"))
+
+    def _decode_all(self) -> torch.Tensor:
+        n = len(self)
+        if n == 0:
+            return torch.empty((0, 3, 0, 0), dtype=torch.uint8)
+        first = decode_frame(self.path(0))
+        gib = n * first.numel() / 2**30
+        data = torch.empty((n, *first.shape), dtype=torch.uint8)
+        for row in progress(range(n), desc=f"decoding {n} frames ({gib:.2f} GiB)", unit="frame"):
+            image = first if row == 0 else decode_frame(self.path(row))
+            if image.shape != first.shape:
+                raise ValueError(f"preload needs frames of one size: {self.path(row)} is {tuple(image.shape)}, "
+                                 f"{self.path(0)} is {tuple(first.shape)}; use preload=False")
+            data[row] = image
+        return data
+
+    def one(self, row: int) -> torch.Tensor:
+        """Frame ``row`` as uint8 (3, H, W)."""
+        return self.data[row] if self.data is not None else decode_frame(self.path(row))
+
+    def many(self, rows: np.ndarray) -> torch.Tensor:
+        """Frames ``rows`` (repeats allowed) stacked as uint8 (T, 3, H, W)."""
+        index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        if self.data is not None:
+            return self.data[index]
+        unique, inverse = np.unique(rows, return_inverse=True)
+        images = [decode_frame(self.path(int(r))) for r in unique]
+        for r, image in zip(unique, images):
+            if image.shape != images[0].shape:
+                raise ValueError(f"frames of one window differ in size: {self.path(int(r))} is "
+                                 f"{tuple(image.shape)}, {self.path(int(unique[0]))} is {tuple(images[0].shape)}")
+        return torch.stack(images)[torch.from_numpy(inverse.reshape(-1))]
+
+
+def _to_model_input(images: torch.Tensor, transform: Callable | None) -> torch.Tensor:
+    """Apply ``transform`` to uint8 image(s) (..., 3, H, W); uint8 results become float32 in [0, 1]."""
+    x = tv_tensors.Image(images)
+    if transform is not None:
+        x = transform(x)
+    x = x.as_subclass(torch.Tensor)
+    return x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
+
+
+def _checked_table(table: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table lacks the columns {missing}: build it with read_mtl_annotations "
+                         "or read_per_task_annotations")
+    return table.reset_index(drop=True)
+
+
+def _label_tensors(table: pd.DataFrame) -> dict[str, torch.Tensor]:
+    return {
+        "va": torch.from_numpy(table[list(VA_COLUMNS)].to_numpy(np.float32, copy=True)),
+        "expr": torch.from_numpy(table["expression"].to_numpy(np.int64, copy=True)),
+        "au": torch.from_numpy(table[list(AU_NAMES)].to_numpy(np.float32, copy=True)),
+        **{k: torch.from_numpy(table[k].to_numpy(bool, copy=True)) for k in ("has_va", "has_expr", "has_au")},
+    }
+
+
+class FrameDataset(Dataset):
+    """One frame per item, for per-frame models (``01_data``).
+
+    Item ``i`` (row ``i`` of ``table``, index reset) is a dict: ``image`` float32 (3, H, W) in
+    [0, 1], ``va`` float32 (2,), ``expr`` int64 (), ``au`` float32 (12,), ``has_va``,
+    ``has_expr``, ``has_au`` bool (), ``index`` int. Missing labels keep their markers (-5, -1):
+    mask losses with ``has_*``. ``transform`` (torchvision.transforms.v2) receives the uint8
+    image as ``tv_tensors.Image``; a uint8 result is scaled to [0, 1], a float result (after
+    ``ToDtype``/``Normalize``) is kept. ``preload=True`` decodes every frame once into one
+    uint8 tensor (N, 3, H, W) in RAM: the fast path for CPU training on small sets.
+    Every frame must exist under ``root/cropped_aligned/``, else ``FileNotFoundError``.
+    """
+
+    def __init__(self, table: pd.DataFrame, root: str | os.PathLike, transform: Callable | None = None,
+                 preload: bool = False) -> None:
+        self.table = _checked_table(table)
+        self.root = Path(root)
+        self.transform = transform
+        self.frames = _Frames(self.table, self.root, preload)
+        self._labels = _label_tensors(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} frames")
+        item: dict[str, Any] = {"image": _to_model_input(self.frames.one(i), self.transform)}
+        item.update({k: v[i] for k, v in self._labels.items()})
+        item["index"] = i
+        return item
+
+
+class Window(NamedTuple):
+    """One window of :class:`SequenceDataset`: its video, table rows and which are real frames."""
+
+    video: str
+    rows: np.ndarray  # (T,) rows of the dataset's table; padding repeats the last frame
+    valid: np.ndarray  # (T,) False for padding
+
+
+def _make_windows(table: pd.DataFrame, window: int, stride: int, pad: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Window rows (W, T), valid mask (W, T), video code per window (W,), video names."""
+    codes, videos = pd.factorize(table["video"], sort=False)
+    order = np.lexsort((table["frame"].to_numpy(np.int64), codes))
+    edges = np.flatnonzero(np.diff(codes[order])) + 1
+    offsets = np.arange(window)
+    rows, valid, video_of = [], [], []
+    for a, b in zip(np.r_[0, edges], np.r_[edges, len(order)]):
+        n = int(b - a)
+        if n == 0:
+            continue
+        grid = np.arange(0, n, stride)
+        starts = grid[grid + window <= n]
+        if pad:
+            partial = grid[grid + window > n]
+            starts = np.append(starts, partial[:1])
+        if not starts.size:
+            continue
+        position = starts[:, None] + offsets
+        valid.append(position < n)
+        rows.append(order[a + np.minimum(position, n - 1)])
+        video_of.append(np.full(len(starts), codes[order[a]]))
+    if not rows:
+        return (np.zeros((0, window), np.int64), np.zeros((0, window), bool), np.zeros(0, np.int64),
+                np.asarray(videos, dtype=object))
+    return (np.concatenate(rows).astype(np.int64), np.concatenate(valid), np.concatenate(video_of),
+            np.asarray(videos, dtype=object))
+
+
+class SequenceDataset(Dataset):
+    """Windows of ``window`` consecutive frames of one video, for temporal models (``01_data``).
+
+    Frames of a video are taken in frame-number order (consecutive rows: frame numbers may
+    skip where no face was cropped); windows start every ``stride`` frames and never cross
+    videos. A window that would run past the video's end is dropped, so a video shorter than
+    ``window`` gives none; with ``pad=True`` the first such window is kept, padded by repeating
+    the last frame (so with ``stride <= window`` every frame is in some window).
+
+    Item ``i``: ``image`` float32 (T, 3, H, W), ``va`` (T, 2), ``expr`` (T,), ``au`` (T, 12),
+    ``has_va``/``has_expr``/``has_au`` (T,) (False on padding, so masked losses count a frame
+    once), ``valid`` (T,) (False on padding), ``indices`` (T,) int64 rows of ``self.table``
+    for stitching predictions back per frame, ``index`` int. The same ``transform`` call (same
+    random parameters) is applied to the whole window. :attr:`windows` lists every window.
+    """
+
+    def __init__(self, table: pd.DataFrame, root: str | os.PathLike, window: int, stride: int = 1,
+                 transform: Callable | None = None, preload: bool = False, pad: bool = False) -> None:
+        if int(window) < 1 or int(stride) < 1:
+            raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+        self.table = _checked_table(table)
+        self.root = Path(root)
+        self.window, self.stride, self.pad = int(window), int(stride), bool(pad)
+        self.transform = transform
+        self.rows, self.valid, self._video_of, self._videos = _make_windows(self.table, self.window,
+                                                                            self.stride, self.pad)
+        self.frames = _Frames(self.table, self.root, preload)
+        self._labels = _label_tensors(self.table)
+
+    @cached_property
+    def windows(self) -> list[Window]:
+        """Every window: ``Window(video, rows, valid)``."""
+        return [Window(self._videos[c], r, v) for c, r, v in zip(self._video_of, self.rows, self.valid)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} windows")
+        rows = self.rows[i]
+        index = torch.from_numpy(rows)
+        valid = torch.from_numpy(self.valid[i])
+        item: dict[str, Any] = {"image": _to_model_input(self.frames.many(rows), self.transform)}
+        item.update({k: v[index] for k, v in self._labels.items()})
+        for k in ("has_va", "has_expr", "has_au"):
+            item[k] = item[k] & valid
+        item.update(valid=valid, indices=index, index=i)
+        return item
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _labelled(table: pd.DataFrame, flag: str) -> pd.DataFrame:
+    return table[table[flag].to_numpy(bool)]
+
+
+def label_counts(table: pd.DataFrame) -> dict[str, Any]:
+    """Counts for a table: rows, labelled frames per task, frames per expression, AU positives.
+
+    Returns ``{"rows": n, "labelled": {"va", "expr", "au"}, "expr_counts": {class name: n},
+    "au_positives": {AU: n}}``, counts over the frames labelled for that task.
+    """
+    expr = _labelled(table, "has_expr")["expression"].to_numpy(np.int64)
+    au = _labelled(table, "has_au")[list(AU_NAMES)].to_numpy() == 1
+    return {
+        "rows": len(table),
+        "labelled": {task: int(table[f"has_{task}"].sum()) for task in ("va", "expr", "au")},
+        "expr_counts": dict(zip(EXPR_NAMES, np.bincount(expr, minlength=len(EXPR_NAMES)).tolist())),
+        "au_positives": dict(zip(AU_NAMES, au.sum(axis=0).astype(int).tolist())),
+    }
+
+
+def expr_class_weights(table: pd.DataFrame) -> np.ndarray:
+    """Inverse-frequency weights of the 8 expression classes, for ``CrossEntropyLoss(weight=...)``.
+
+    ``w_c = 1 / n_c``, scaled so the classes that occur have mean weight 1. A class with no
+    labelled frame gets weight 0 (it cannot be learned from this table) and a warning.
+    float32 (8,). No expression label at all raises ``ValueError``.
+    """
+    counts = np.asarray(list(label_counts(table)["expr_counts"].values()), dtype=np.float64)
+    present = counts > 0
+    if not present.any():
+        raise ValueError("no frame has an expression label: class weights are undefined")
+    if not present.all():
+        absent = ", ".join(np.asarray(EXPR_NAMES)[~present])
+        warnings.warn(f"no labelled frame of expression class(es) {absent}: weight 0", stacklevel=2)
+    weights = np.zeros(len(EXPR_NAMES))
+    weights[present] = 1.0 / counts[present]
+    weights /= weights[present].mean()
+    return weights.astype(np.float32)
+
+
+def au_pos_weights(table: pd.DataFrame, max_weight: float = 50.0) -> np.ndarray:
+    """Per-AU ``negatives / positives``, for ``BCEWithLogitsLoss(pos_weight=...)``.
+
+    Counted over frames with AU labels and clipped to ``[1 / max_weight, max_weight]``: an AU
+    never present gets ``max_weight``, an AU always present ``1 / max_weight`` (a weight of 0
+    would silence its positives). float32 (12,). No AU label at all raises ``ValueError``.
+    """
+    au = _labelled(table, "has_au")[list(AU_NAMES)].to_numpy() == 1
+    if not len(au):
+        raise ValueError("no frame has AU labels: positive weights are undefined")
+    positives = au.sum(axis=0).astype(np.float64)
+    negatives = len(au) - positives
+    with np.errstate(divide="ignore"):
+        ratio = np.where(positives > 0, negatives / np.maximum(positives, 1), np.inf)
+    return np.clip(ratio, 1.0 / max_weight, max_weight).astype(np.float32)
+
+
+def au_cooccurrence(table: pd.DataFrame) -> pd.DataFrame:
+    """P(AU_j present | AU_i present) over frames with AU labels: row i, column j (12 x 12).
+
+    The diagonal is 1; the row of an AU that is never present is NaN (nothing to condition
+    on). This is the statistic behind the AU relation graphs of the source papers.
+    """
+    au = (_labelled(table, "has_au")[list(AU_NAMES)].to_numpy() == 1).astype(np.float64)
+    both = au.T @ au
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conditional = both / np.diag(both)[:, None]
+    conditional[np.diag(both) == 0] = np.nan
+    return pd.DataFrame(conditional, index=pd.Index(AU_NAMES, name="given"),
+                        columns=pd.Index(AU_NAMES, name="present"))
