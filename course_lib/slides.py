@@ -23,11 +23,12 @@ _FIGURE = re.compile(r"!\[([^\]]*)\]\(figure:([a-z_]+)\)")
 def _figures() -> dict[str, Callable[[], object]]:
     from . import diagrams
 
-    return {"pipeline_diagram": diagrams.pipeline_diagram, "task_panels": diagrams.task_panels}
+    return {"pipeline_diagram": diagrams.pipeline_diagram, "task_panels": diagrams.task_panels,
+            "au_atlas": diagrams.au_atlas}
 
 
 #: Names usable as ``figure:NAME`` in a deck.
-FIGURES = ("pipeline_diagram", "task_panels")
+FIGURES = ("pipeline_diagram", "task_panels", "au_atlas")
 
 _STYLE = """
 :root { --accent: #2a9d8f; --ink: #1d2731; --muted: #6c757d; }
@@ -45,7 +46,7 @@ h1 { font-size: 1.7em; margin: 0 0 .4em; color: var(--accent); }
 h2 { font-size: 1.35em; margin: 0 0 .5em; color: var(--accent); }
 li { margin: .25em 0; }
 code { background: #eef1f4; padding: 0 .2em; border-radius: 3px; }
-pre { background: #eef1f4; padding: .6em; border-radius: 6px; font-size: .8em; overflow: auto; }
+pre { background: #eef1f4; padding: .6em; border-radius: 6px; font-size: .62em; overflow: auto; }
 img.figure { max-width: 100%; max-height: 62%; object-fit: contain; margin: .3em auto; display: block; }
 table { border-collapse: collapse; font-size: .85em; } td, th { border-bottom: 1px solid #ddd; padding: .2em .6em; }
 .footer { position: fixed; bottom: 8px; right: 16px; color: var(--muted); font-size: 13px; }
