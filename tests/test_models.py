@@ -389,3 +389,18 @@ def test_backbone_fingerprint_tracks_weights_and_size():
     torch.manual_seed(0)
     b = backbone_fingerprint(create_backbone("resnet10t", image_size=64))
     assert a != b
+
+
+def test_token_stride_cuts_a_cnn_after_its_stride_16_stage():
+    from course_lib.models import create_backbone
+
+    bb = create_backbone("lcnet_050", image_size=112, token_stride=16)
+    out = bb(torch.rand(2, 3, 112, 112))
+    assert bb.grid_size == (7, 7) and bb.num_features == 128
+    assert out["tokens"].shape == (2, 49, 128) and out["pooled"].shape == (2, 128)
+    assert torch.allclose(out["pooled"], out["tokens"].mean(dim=1), atol=1e-5)
+    assert not hasattr(bb.model, "conv_head") or bb.model.conv_head is None or isinstance(bb.model.conv_head, torch.nn.Identity)
+    with pytest.raises(ValueError, match="no stage of stride 64"):
+        create_backbone("lcnet_050", token_stride=64)
+    with pytest.raises(ValueError, match="not both"):
+        create_backbone("resnet18", token_stride=16, output_stride=16)

@@ -88,7 +88,7 @@ MISSING_RATES: dict[str, dict[str, float]] = {
 
 #: Dataset sizes used by the course in each mode.
 COURSE_SIZES: dict[str, dict[str, int]] = {
-    "smoke": {"n_videos": 16, "frames_per_video": 90},
+    "smoke": {"n_videos": 32, "frames_per_video": 45},  # many identities: models must generalise across people
     "full": {"n_videos": 80, "frames_per_video": 300},
 }
 

@@ -81,14 +81,18 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, model: nn.Module, *, name: str, family: Family, image_size: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], pretrained_loaded: bool) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], pretrained_loaded: bool,
+                 token_index: int | None = None) -> None:
         super().__init__()
         self.model = model
+        #: For a CNN cut at an intermediate stage (``token_stride``): timm's feature index.
+        self.token_index = token_index
         self.name = name
         self.family: Family = family
         self.image_size = int(image_size)
         self.pretrained_loaded = bool(pretrained_loaded)
-        self.num_features: int = int(model.num_features)
+        self.num_features: int = int(model.num_features if token_index is None
+                                     else model.feature_info[token_index]["num_chs"])
         self.num_prefix_tokens: int = int(getattr(model, "num_prefix_tokens", 0)) if family != "cnn" else 0
         # Not persistent: they come from the model's config, not from training.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -102,7 +106,7 @@ class Backbone(nn.Module):
         was_training = self.training
         self.eval()
         x = torch.zeros(1, 3, self.image_size, self.image_size, device=self.mean.device)
-        feats = self.model.forward_features(x)
+        feats = self._feature_map(x)
         self.train(was_training)
         if self.family == "cnn":
             if feats.ndim != 4:
@@ -125,9 +129,17 @@ class Backbone(nn.Module):
                                    mode="bilinear", align_corners=False, antialias=True)
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
 
+    def _feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        if self.token_index is None:
+            return self.model.forward_features(x)
+        return self.model.forward_intermediates(x, indices=[self.token_index], intermediates_only=True)[0]
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.model.forward_features(self.normalize(images))
-        pooled = self.model.forward_head(feats, pre_logits=True)
+        feats = self._feature_map(self.normalize(images))
+        if self.token_index is None:
+            pooled = self.model.forward_head(feats, pre_logits=True)
+        else:  # a truncated CNN has no head of its own: global average pooling
+            pooled = feats.mean(dim=(2, 3))
         if self.family == "cnn":
             tokens = feats.flatten(2).transpose(1, 2)
         else:
@@ -155,14 +167,18 @@ class Backbone(nn.Module):
 
 
 def create_backbone(name: str, *, pretrained: bool = False, image_size: int = 112,
-                    output_stride: int | None = None, **timm_kwargs) -> Backbone:
+                    output_stride: int | None = None, token_stride: int | None = None,
+                    **timm_kwargs) -> Backbone:
     """Build a timm backbone of one of three families and wrap it in :class:`Backbone`.
 
     ``name``: a timm name such as ``"resnet18"``, ``"resnet10t"``, ``"vit_tiny_patch16_224"``
     or ``"vit_small_patch14_dinov2.lvd142m"``. ``output_stride`` (CNNs only; default 16)
     dilates the last stages so that small faces keep a usable grid. ViTs and DINOv2 get
     ``img_size=image_size`` (rounded to a multiple of the patch size, with a one-line note).
-    Other keyword arguments go to ``timm.create_model`` (e.g. ``patch_size=8`` for a ViT).
+    ``token_stride`` (CNNs) instead *cuts* the network after its last stage of that stride
+    and drops the later stages: cheaper than dilating them, and it works for CNNs that cannot
+    dilate (MobileNet, LCNet); the tokens then come from that stage. Other keyword arguments
+    go to ``timm.create_model`` (e.g. ``patch_size=8`` for a ViT).
 
     ``pretrained=True`` loads timm's weights unless the course is offline or they cannot be
     had; then it prints one line and keeps the random initialisation.
@@ -171,7 +187,12 @@ def create_backbone(name: str, *, pretrained: bool = False, image_size: int = 11
     kwargs = dict(timm_kwargs)
     kwargs.setdefault("num_classes", 0)
     if family == "cnn":
-        kwargs["output_stride"] = DEFAULT_OUTPUT_STRIDE if output_stride is None else int(output_stride)
+        if token_stride is not None and output_stride is not None:
+            raise ValueError("give output_stride (dilate) or token_stride (cut), not both")
+        if token_stride is None:
+            kwargs["output_stride"] = DEFAULT_OUTPUT_STRIDE if output_stride is None else int(output_stride)
+    elif token_stride is not None:
+        raise ValueError(f"token_stride is for CNNs; {name} is a {family}")
     else:
         if output_stride is not None:
             raise ValueError(f"output_stride is for CNNs; {name} is a {family} (set image_size "
@@ -211,8 +232,16 @@ def create_backbone(name: str, *, pretrained: bool = False, image_size: int = 11
     if model is None:
         model = build(False)
     data_cfg = timm.data.resolve_model_data_config(model)
-    return Backbone(model, name=name, family=family, image_size=image_size,
-                    mean=tuple(data_cfg["mean"]), std=tuple(data_cfg["std"]), pretrained_loaded=loaded)
+    token_index = None
+    if token_stride is not None:
+        stages = [i for i, f in enumerate(model.feature_info) if f["reduction"] == int(token_stride)]
+        if not stages:
+            strides = sorted({f["reduction"] for f in model.feature_info})
+            raise ValueError(f"{name} has no stage of stride {token_stride}; its stages have strides {strides}")
+        token_index = stages[-1]
+        model.prune_intermediate_layers(indices=[token_index], prune_head=True)
+    return Backbone(model, name=name, family=family, image_size=image_size, mean=tuple(data_cfg["mean"]),
+                    std=tuple(data_cfg["std"]), pretrained_loaded=loaded, token_index=token_index)
 
 
 def backbone_fingerprint(backbone: Backbone) -> str:
