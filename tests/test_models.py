@@ -404,3 +404,14 @@ def test_token_stride_cuts_a_cnn_after_its_stride_16_stage():
         create_backbone("lcnet_050", token_stride=64)
     with pytest.raises(ValueError, match="not both"):
         create_backbone("resnet18", token_stride=16, output_stride=16)
+
+
+def test_task_queries_start_distinct():
+    """Queries initialised at unit scale are nearly orthogonal, not near-copies of each other."""
+    from course_lib.models.cross_attention import TaskQueries
+
+    torch.manual_seed(0)
+    q = TaskQueries(64).embedding.detach()
+    q = torch.nn.functional.normalize(q, dim=-1)
+    off_diagonal = (q @ q.T)[~torch.eye(len(q), dtype=torch.bool)]
+    assert off_diagonal.abs().mean() < 0.2

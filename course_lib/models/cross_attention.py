@@ -82,10 +82,13 @@ class MultiHeadAttention(nn.Module):
 class TaskQueries(nn.Module):
     """The 22 learnable query embeddings (AU_SLICE, EXPR_SLICE, VA_SLICE), one per output."""
 
-    def __init__(self, dim: int, n_queries: int = N_QUERIES) -> None:
+    def __init__(self, dim: int, n_queries: int = N_QUERIES, init_std: float = 1.0) -> None:
         super().__init__()
         self.embedding = nn.Parameter(torch.empty(n_queries, dim))
-        nn.init.trunc_normal_(self.embedding, std=0.02)
+        # Unit scale (as DETR's object queries): with the usual 0.02 the 22 queries start as
+        # near-copies, and after the first self-attention they all attend to the same cells
+        # (03_cross_attention shows this trap).
+        nn.init.normal_(self.embedding, std=init_std)
 
     def forward(self, batch_size: int) -> torch.Tensor:
         """(batch_size, 22, dim): the same queries for every sample."""
