@@ -30,7 +30,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .config import cache_dir, get_device
-from .data.abaw import (FrameDataset, Window, _checked_table, _label_tensors, _make_windows,
-                        read_mtl_annotations)
+from .data.abaw import FrameDataset, WindowedLabels, _checked_table, _label_tensors, read_mtl_annotations
 from .progress import progress
 
 What = Literal["tokens", "pooled", "both"]
@@ -436,7 +434,7 @@ class CachedFrameDataset(Dataset):
         return item
 
 
-class CachedWindowDataset(Dataset):
+class CachedWindowDataset(WindowedLabels):
     """Windows of consecutive frames of one video over cached features, for temporal heads.
 
     The windows are those of :class:`~course_lib.data.abaw.SequenceDataset` with the same
@@ -451,37 +449,13 @@ class CachedWindowDataset(Dataset):
 
     def __init__(self, features: CachedFeatures, table: pd.DataFrame, window: int, stride: int = 1,
                  pad: bool = False, what: What = "pooled", preload: bool = True) -> None:
-        if int(window) < 1 or int(stride) < 1:
-            raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-        self.table = _checked_table(table)
+        self._init_windows(table, window, stride, pad)
         self.features = features
-        self.window, self.stride, self.pad, self.what = int(window), int(stride), bool(pad), what
-        self.rows, self.valid, self._video_of, self._videos = _make_windows(self.table, self.window,
-                                                                            self.stride, self.pad)
+        self.what = what
         self._rows = _Rows(features, self.table, _parts(what), preload)
-        self._labels = _label_tensors(self.table)
 
-    @cached_property
-    def windows(self) -> list[Window]:
-        """Every window: ``Window(video, rows, valid)``."""
-        return [Window(self._videos[c], r, v) for c, r, v in zip(self._video_of, self.rows, self.valid)]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} windows")
-        rows = self.rows[i]
-        index = torch.from_numpy(rows)
-        valid = torch.from_numpy(self.valid[i])
-        item: dict[str, Any] = self._rows.get(rows)
-        item.update({k: v[index] for k, v in self._labels.items()})
-        for k in ("has_va", "has_expr", "has_au"):
-            item[k] = item[k] & valid
-        item.update(valid=valid, indices=index, index=i)
-        return item
+    def _inputs(self, rows: np.ndarray) -> dict[str, Any]:
+        return self._rows.get(rows)
 
 
 __all__ = ["CachedFeatures", "CachedFrameDataset", "CachedWindowDataset", "SPLIT_FILES", "describe",

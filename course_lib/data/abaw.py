@@ -597,7 +597,52 @@ def _make_windows(table: pd.DataFrame, window: int, stride: int, pad: bool
             np.asarray(videos, dtype=object))
 
 
-class SequenceDataset(Dataset):
+class WindowedLabels(Dataset):
+    """Windows of consecutive frames of one video with their labels; a subclass adds the inputs.
+
+    The windowing rules (see :class:`SequenceDataset`) and the per-window labels and masks live
+    here once, so that windows over images and windows over cached features
+    (:class:`course_lib.features.CachedWindowDataset`) can never disagree. Subclasses call
+    :meth:`_init_windows` and implement :meth:`_inputs`.
+    """
+
+    def _init_windows(self, table: pd.DataFrame, window: int, stride: int, pad: bool) -> None:
+        if int(window) < 1 or int(stride) < 1:
+            raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+        self.table = _checked_table(table)
+        self.window, self.stride, self.pad = int(window), int(stride), bool(pad)
+        self.rows, self.valid, self._video_of, self._videos = _make_windows(self.table, self.window,
+                                                                            self.stride, self.pad)
+        self._labels = _label_tensors(self.table)
+
+    def _inputs(self, rows: np.ndarray) -> dict[str, Any]:
+        """The model inputs of the frames ``rows`` of one window."""
+        raise NotImplementedError
+
+    @cached_property
+    def windows(self) -> list[Window]:
+        """Every window: ``Window(video, rows, valid)``."""
+        return [Window(self._videos[c], r, v) for c, r, v in zip(self._video_of, self.rows, self.valid)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} windows")
+        rows = self.rows[i]
+        index = torch.from_numpy(rows)
+        valid = torch.from_numpy(self.valid[i])
+        item: dict[str, Any] = self._inputs(rows)
+        item.update({k: v[index] for k, v in self._labels.items()})
+        for k in ("has_va", "has_expr", "has_au"):
+            item[k] = item[k] & valid
+        item.update(valid=valid, indices=index, index=i)
+        return item
+
+
+class SequenceDataset(WindowedLabels):
     """Windows of ``window`` consecutive frames of one video, for temporal models (``01_data``).
 
     Frames of a video are taken in frame-number order (consecutive rows: frame numbers may
@@ -615,38 +660,13 @@ class SequenceDataset(Dataset):
 
     def __init__(self, table: pd.DataFrame, root: str | os.PathLike, window: int, stride: int = 1,
                  transform: Callable | None = None, preload: bool = False, pad: bool = False) -> None:
-        if int(window) < 1 or int(stride) < 1:
-            raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-        self.table = _checked_table(table)
+        self._init_windows(table, window, stride, pad)
         self.root = Path(root)
-        self.window, self.stride, self.pad = int(window), int(stride), bool(pad)
         self.transform = transform
-        self.rows, self.valid, self._video_of, self._videos = _make_windows(self.table, self.window,
-                                                                            self.stride, self.pad)
         self.frames = _Frames(self.table, self.root, preload)
-        self._labels = _label_tensors(self.table)
 
-    @cached_property
-    def windows(self) -> list[Window]:
-        """Every window: ``Window(video, rows, valid)``."""
-        return [Window(self._videos[c], r, v) for c, r, v in zip(self._video_of, self.rows, self.valid)]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} windows")
-        rows = self.rows[i]
-        index = torch.from_numpy(rows)
-        valid = torch.from_numpy(self.valid[i])
-        item: dict[str, Any] = {"image": _to_model_input(self.frames.many(rows), self.transform)}
-        item.update({k: v[index] for k, v in self._labels.items()})
-        for k in ("has_va", "has_expr", "has_au"):
-            item[k] = item[k] & valid
-        item.update(valid=valid, indices=index, index=i)
-        return item
+    def _inputs(self, rows: np.ndarray) -> dict[str, Any]:
+        return {"image": _to_model_input(self.frames.many(rows), self.transform)}
 
 
 # --------------------------------------------------------------------------- statistics
