@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from .config import cache_dir, get_device
-from .data.abaw import FrameDataset, WindowedLabels, _checked_table, _label_tensors, read_mtl_annotations
+from .data.abaw import FrameDataset, FrameLabels, WindowedLabels, _checked_table, read_mtl_annotations
 from .progress import progress
 
 What = Literal["tokens", "pooled", "both"]
@@ -402,7 +402,7 @@ def _parts(what: str) -> tuple[str, ...]:
     return ("tokens", "pooled") if what == "both" else (what,)
 
 
-class CachedFrameDataset(Dataset):
+class CachedFrameDataset(FrameLabels):
     """One frame per item, like :class:`~course_lib.data.abaw.FrameDataset`, with features instead of images.
 
     Item ``i`` (row ``i`` of ``table``, index reset): ``tokens`` float32 (N, C) and/or
@@ -415,23 +415,13 @@ class CachedFrameDataset(Dataset):
 
     def __init__(self, features: CachedFeatures, table: pd.DataFrame, what: What = "tokens",
                  preload: bool = True) -> None:
-        self.table = _checked_table(table)
+        self._init_labels(table)
         self.features = features
         self.what = what
         self._rows = _Rows(features, self.table, _parts(what), preload)
-        self._labels = _label_tensors(self.table)
 
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} frames")
-        item: dict[str, Any] = self._rows.get(i)
-        item.update({k: v[i] for k, v in self._labels.items()})
-        item["index"] = i
-        return item
+    def _inputs(self, i: int) -> dict[str, Any]:
+        return self._rows.get(i)
 
 
 class CachedWindowDataset(WindowedLabels):

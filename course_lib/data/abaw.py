@@ -525,7 +525,36 @@ def _label_tensors(table: pd.DataFrame) -> dict[str, torch.Tensor]:
     }
 
 
-class FrameDataset(Dataset):
+class FrameLabels(Dataset):
+    """One frame per item with its labels and masks; a subclass adds the inputs.
+
+    Shared by :class:`FrameDataset` (images) and :class:`course_lib.features.CachedFrameDataset`
+    (cached features), so both give the same labels for the same row. Subclasses call
+    :meth:`_init_labels` and implement :meth:`_inputs`.
+    """
+
+    def _init_labels(self, table: pd.DataFrame) -> None:
+        self.table = _checked_table(table)
+        self._labels = _label_tensors(self.table)
+
+    def _inputs(self, i: int) -> dict[str, Any]:
+        """The model inputs of row ``i``."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} frames")
+        item: dict[str, Any] = self._inputs(i)
+        item.update({k: v[i] for k, v in self._labels.items()})
+        item["index"] = i
+        return item
+
+
+class FrameDataset(FrameLabels):
     """One frame per item, for per-frame models (``01_data``).
 
     Item ``i`` (row ``i`` of ``table``, index reset) is a dict: ``image`` float32 (3, H, W) in
@@ -540,23 +569,13 @@ class FrameDataset(Dataset):
 
     def __init__(self, table: pd.DataFrame, root: str | os.PathLike, transform: Callable | None = None,
                  preload: bool = False) -> None:
-        self.table = _checked_table(table)
+        self._init_labels(table)
         self.root = Path(root)
         self.transform = transform
         self.frames = _Frames(self.table, self.root, preload)
-        self._labels = _label_tensors(self.table)
 
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} frames")
-        item: dict[str, Any] = {"image": _to_model_input(self.frames.one(i), self.transform)}
-        item.update({k: v[i] for k, v in self._labels.items()})
-        item["index"] = i
-        return item
+    def _inputs(self, i: int) -> dict[str, Any]:
+        return {"image": _to_model_input(self.frames.one(i), self.transform)}
 
 
 class Window(NamedTuple):
