@@ -319,3 +319,19 @@ def tune_au_thresholds(au_true: ArrayLike, au_prob: ArrayLike,
         f1 = _binary_f1(np.repeat(t[:, k : k + 1], g.size, axis=1), p[:, k : k + 1] >= g)
         best[k] = g[int(np.argmax(f1 >= f1.max() - 1e-12))]
     return best
+
+
+def do_nothing_scores(train_table, eval_table, *, au_threshold: float = 0.5) -> dict[str, Any]:
+    """P_MTL of a model that learned nothing: the floor every result is read against.
+
+    Taught in ``01_data``. It predicts the training mean for valence and arousal (a constant,
+    so CCC 0), the training majority class for every frame, and every AU present (the best
+    constant for F1, which scores 2p / (1 + p) per AU). Both arguments are annotation tables
+    (:func:`course_lib.data.abaw.read_mtl_annotations`); missing labels are left out as usual.
+    """
+    n = len(eval_table)
+    va_mean = train_table.loc[train_table["has_va"], ["valence", "arousal"]].mean().to_numpy()
+    majority = int(train_table.loc[train_table["has_expr"], "expression"].mode()[0])
+    return p_mtl(eval_table[["valence", "arousal"]].to_numpy(), np.tile(va_mean, (n, 1)),
+                 eval_table["expression"].to_numpy(), np.full(n, majority),
+                 eval_table[list(AU_NAMES)].to_numpy(), np.ones((n, N_AU)), au_threshold=au_threshold)

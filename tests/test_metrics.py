@@ -345,3 +345,36 @@ def test_bad_shapes_and_values_raise():
         p_mtl(np.zeros((9, 2)), np.zeros((9, 2)), np.zeros(10), np.zeros(10), au, au)
     with pytest.raises(ValueError, match="NaN"):
         p_mtl(np.zeros((10, 2)), np.full((10, 2), np.nan), np.zeros(10), np.zeros(10), au, au)
+
+
+def test_do_nothing_scores_are_the_constant_predictors():
+    import pandas as pd
+
+    from course_lib.labels import AU_NAMES
+    from course_lib.metrics import do_nothing_scores
+
+    rng = np.random.default_rng(4)
+
+    def table(n):
+        au = (rng.random((n, 12)) < rng.uniform(0.05, 0.7, 12)).astype(int)
+        expr = rng.choice(8, n, p=[0.4, 0.05, 0.05, 0.05, 0.2, 0.1, 0.05, 0.1])
+        va = rng.uniform(-1, 1, (n, 2))
+        has = rng.random((n, 3)) > 0.25
+        va[~has[:, 0]] = -5
+        expr[~has[:, 1]] = -1
+        au[~has[:, 2]] = -1
+        t = pd.DataFrame({"valence": va[:, 0], "arousal": va[:, 1], "expression": expr,
+                          **{a: au[:, k] for k, a in enumerate(AU_NAMES)}})
+        t["has_va"], t["has_expr"], t["has_au"] = has[:, 0], has[:, 1], has[:, 2]
+        return t
+
+    train, val = table(400), table(300)
+    scores = do_nothing_scores(train, val)
+    assert scores["va"] == pytest.approx(0.0, abs=1e-12)
+    majority = int(np.bincount(train.expression[train.has_expr]).argmax())
+    labelled = val[val.has_expr]
+    want_expr = f1_score(labelled.expression, np.full(len(labelled), majority), average="macro",
+                         labels=range(8), zero_division=0)
+    assert scores["expr"] == pytest.approx(want_expr)
+    rates = val[val.has_au][list(AU_NAMES)].mean().to_numpy()
+    assert scores["au"] == pytest.approx(np.mean([always_positive_f1(p) for p in rates]))

@@ -502,29 +502,18 @@ def plan_dataset(n_videos: int, frames_per_video: int, *, seed: int = 0, audio: 
 
 
 def _annotation_table(plans: list[VideoPlan]):
+    """The annotation table of ``plans`` (the columns and dtypes of :func:`abaw.read_mtl_annotations`)."""
     import pandas as pd
 
-    rows = {"image": [], "video": [], "frame": [], "valence": [], "arousal": [], "expression": []}
-    au_rows = []
-    for p in plans:
-        T = p.n_frames
-        rows["image"] += [f"{p.name}/{i + 1:05d}.jpg" for i in range(T)]
-        rows["video"] += [p.name] * T
-        rows["frame"] += list(range(1, T + 1))
-        rows["valence"] += list(p.annotations["va"][:, 0])
-        rows["arousal"] += list(p.annotations["va"][:, 1])
-        rows["expression"] += list(p.annotations["expr"])
-        au_rows.append(p.annotations["au"])
-    table = pd.DataFrame(rows)
-    au = np.concatenate(au_rows) if au_rows else np.zeros((0, 12), dtype=int)
-    for k, name in enumerate(AU_NAMES):
-        table[name] = au[:, k].astype(np.int64)
-    table["valence"] = table["valence"].astype(np.float32)
-    table["arousal"] = table["arousal"].astype(np.float32)
-    table["has_va"] = table["valence"] != MISSING_VA
-    table["has_expr"] = table["expression"] != MISSING_EXPR
-    table["has_au"] = table[AU_NAMES[0]] != MISSING_AU
-    return table
+    from .abaw import LABEL_COLUMNS, _make_table
+
+    labels = pd.DataFrame(np.concatenate([np.column_stack([p.annotations["va"], p.annotations["expr"],
+                                                           p.annotations["au"]]) for p in plans]),
+                          columns=list(LABEL_COLUMNS))
+    image = [f"{p.name}/{i + 1:05d}.jpg" for p in plans for i in range(p.n_frames)]
+    video = [p.name for p in plans for _ in range(p.n_frames)]
+    frame = np.concatenate([np.arange(1, p.n_frames + 1) for p in plans])
+    return _make_table(image, video, frame, labels)
 
 
 def generate_dataset(root: Path | str, *, n_videos: int, frames_per_video: int, image_size: int = 112,
