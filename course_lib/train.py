@@ -13,11 +13,16 @@ Batches are dicts as produced by the course's datasets: the model input under ``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import random
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +48,11 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     patience: int | None = None  # epochs without a better validation P_MTL before stopping
     au_threshold: float = 0.5
+    amp: bool | None = None  # mixed precision: None = bf16 autocast on CUDA, off elsewhere
+    channels_last: bool | None = None  # None = on CUDA (image inputs)
+    compile: bool = False  # torch.compile the model for training
+    checkpoint: str | None = None  # file written atomically every epoch; resumed from when it exists
+    seed: int = 0  # seeds the distributed sampler's shuffling under torchrun
 
 
 @dataclass
@@ -76,23 +86,60 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+InputKey = str | tuple[str, ...]
+
+
+def model_inputs(batch: dict[str, Any], input_key: InputKey) -> tuple[torch.Tensor, ...]:
+    """The positional model inputs of a batch: ``batch[input_key]``, or one per key of a tuple."""
+    keys = (input_key,) if isinstance(input_key, str) else tuple(input_key)
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"the batch has no {missing} (it has {sorted(batch)}): pass input_key= one of those")
+    return tuple(batch[k] for k in keys)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, loader, *, input_key: str = "tokens", device: torch.device | str | None = None,
+def predict(model: nn.Module, loader, *, input_key: InputKey = "tokens", device: torch.device | str | None = None,
             progress_bar: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``loader``: AU probabilities, EXPR logits, VA, the labels and row indices."""
+    """Run ``model`` over ``loader``: AU probabilities, EXPR logits, VA, the labels and row indices.
+
+    For windows (batches with ``valid`` and ``indices``, outputs (B, T, C)) the overlapping
+    window predictions are averaged back to one per frame (:func:`course_lib.models.temporal.stitch_windows`),
+    so the result is per frame either way and ``index`` holds the table rows.
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     out: dict[str, list[np.ndarray]] = {**{f"{k}_pred": [] for k in ("au", "expr", "va")},
-                                        **{k: [] for k in ("index", *LABEL_KEYS)}}
+                                        **{k: [] for k in ("index", "indices", "valid", *LABEL_KEYS)}}
     for batch in progress(loader, desc="predicting", disable=not progress_bar, leave=False):
-        pred = model(batch[input_key].to(device))
+        pred = model(*(x.to(device) for x in model_inputs(batch, input_key)))
         out["au_pred"].append(torch.sigmoid(pred["au"]).float().cpu().numpy())
         out["expr_pred"].append(pred["expr"].float().cpu().numpy())
         out["va_pred"].append(pred["va"].float().cpu().numpy())
-        for key in ("index", *LABEL_KEYS):
+        for key in ("index", "indices", "valid", *LABEL_KEYS):
             if key in batch:
                 out[key].append(batch[key].cpu().numpy())
-    return {k: np.concatenate(v) for k, v in out.items() if v}
+    result = {k: np.concatenate(v) for k, v in out.items() if v}
+    if "valid" not in result:
+        return result
+    from .models.temporal import stitch_windows
+
+    rows, valid = result.pop("indices"), result.pop("valid")
+    stitched: dict[str, np.ndarray] = {}
+    for key in ("au_pred", "expr_pred", "va_pred", *LABEL_KEYS):
+        if key in result:
+            value = result[key]
+            per_row, covered = stitch_windows(rows, valid, value.reshape(*value.shape[:2], -1).astype(np.float64))
+            stitched[key] = per_row.reshape(len(per_row), *value.shape[2:])
+    keep = np.flatnonzero(covered)
+    stitched = {k: v[keep] for k, v in stitched.items()}
+    for key in LABEL_KEYS:
+        if key in stitched:
+            like = result[key]
+            stitched[key] = (stitched[key] > 0.5) if like.dtype == bool else stitched[key].round().astype(like.dtype) \
+                if np.issubdtype(like.dtype, np.integer) else stitched[key].astype(like.dtype)
+    stitched["index"] = keep
+    return stitched
 
 
 def score(predictions: dict[str, np.ndarray], au_threshold: float | np.ndarray = 0.5) -> dict[str, Any]:
@@ -108,25 +155,141 @@ def score(predictions: dict[str, np.ndarray], au_threshold: float | np.ndarray =
                  predictions["au_pred"], au_threshold=au_threshold)
 
 
-def evaluate(model: nn.Module, loader, *, input_key: str = "tokens", au_threshold: float = 0.5,
+def evaluate(model: nn.Module, loader, *, input_key: InputKey = "tokens", au_threshold: float = 0.5,
              device: torch.device | str | None = None) -> dict[str, Any]:
     """Score ``model`` on ``loader`` with the challenge metric (see :func:`course_lib.metrics.p_mtl`)."""
     return score(predict(model, loader, input_key=input_key, device=device), au_threshold)
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of the process group, (0, 1) outside ``torchrun``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def distributed_loader(loader, *, seed: int = 0):
+    """``loader`` with a :class:`~torch.utils.data.distributed.DistributedSampler` (each rank a share).
+
+    Outside a process group, or when the loader already has one, it is returned as it is.
+    Shuffling follows the original loader (``shuffle=True`` stays shuffled, re-seeded per epoch).
+    """
+    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    rank, world = _distributed()
+    if world == 1 or isinstance(loader.sampler, DistributedSampler):
+        return loader
+    sampler = DistributedSampler(loader.dataset, num_replicas=world, rank=rank, seed=seed,
+                                 shuffle=isinstance(loader.sampler, RandomSampler), drop_last=loader.drop_last)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "compile")}
+
+
+def _rng_state(loader) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "loader": loader.generator.get_state() if getattr(loader, "generator", None) is not None else None}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], loader) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("loader") is not None and getattr(loader, "generator", None) is not None:
+        loader.generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` with ``torch.save`` atomically: a temporary file, then a rename.
+
+    An interruption (power cut, Colab disconnect, Ctrl-C) leaves the previous checkpoint
+    intact, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit`; a clear error names a damaged file."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise RuntimeError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); "
+                           "delete it to start this run from scratch") from None
+
+
+@dataclass
+class _Precision:
+    """How the training step runs on this device (reported in :attr:`TrainResult.extra`)."""
+
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    note: str
+
+
+def _precision(config: TrainConfig, device: torch.device) -> _Precision:
+    cuda = device.type == "cuda"
+    amp = config.amp if config.amp is not None else cuda
+    notes = []
+    if amp and not cuda:
+        notes.append(f"mixed precision skipped on {device.type}: bf16 autocast is used on CUDA only")
+        amp = False
+    dtype = None
+    if amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    channels_last = bool(config.channels_last if config.channels_last is not None else cuda)
+    return _Precision(dtype, channels_last, "; ".join(notes))
+
+
 def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig | None = None,
-        loss_fn: nn.Module | None = None, input_key: str = "tokens", device: torch.device | str | None = None,
+        loss_fn: nn.Module | None = None, input_key: InputKey = "tokens", device: torch.device | str | None = None,
         progress_bar: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``model`` and keep the weights of its best validation epoch (loaded back at the end).
 
     Without ``val_loader`` the last epoch counts as the best. ``on_epoch`` is called with each
-    history row (live plots in notebooks). Returns a :class:`TrainResult`.
+    history row (e.g. :class:`LiveCurves` in notebooks). Returns a :class:`TrainResult`.
+
+    On CUDA the step runs under bf16 autocast (fp16 with a gradient scaler where bf16 is not
+    supported) with channels-last image inputs; elsewhere in fp32 (``config.amp`` /
+    ``config.channels_last`` override, ``config.compile`` wraps the model in ``torch.compile``).
+    With ``config.checkpoint`` the whole state (weights, optimiser, schedule, history, best
+    weights, random generators) is written atomically after every epoch, and a later call with
+    the same file continues after the last finished epoch: the result equals an uninterrupted
+    run (on CPU, bit for bit). Under ``torchrun`` the model is wrapped in
+    DistributedDataParallel, the loader gets a DistributedSampler, every rank evaluates the
+    whole validation set (so all take the same decisions) and only rank 0 prints, plots and
+    writes the checkpoint.
     """
     import pandas as pd
+    import torch.distributed as dist
 
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    rank, world = _distributed()
+    is_main = rank == 0
+    precision = _precision(config, device)
     model.to(device)
+    if precision.channels_last:
+        model.to(memory_format=torch.channels_last)
     loss_fn = (loss_fn or MultiTaskLoss()).to(device)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -134,56 +297,123 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
             (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    train_loader = distributed_loader(train_loader, seed=config.seed)
     total_steps = max(1, config.epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
-    rows, best_score, best_epoch, best_scores, best_state = [], -math.inf, 0, None, None
-    frames, train_seconds, step, start = 0, 0.0, 0, time.perf_counter()
-    epochs_bar = progress(range(1, config.epochs + 1), desc="epochs", disable=not progress_bar)
+    scaler = torch.amp.GradScaler("cuda") if precision.amp_dtype == torch.float16 else None
+    rows: list[dict[str, Any]] = []
+    best_score, best_epoch, best_scores, best_state = -math.inf, 0, None, None
+    frames, train_seconds, step, first_epoch, stopped = 0, 0.0, 0, 1, False
+
+    checkpoint = Path(config.checkpoint) if config.checkpoint else None
+    if checkpoint is not None and checkpoint.exists():
+        saved = load_checkpoint(checkpoint)
+        if saved["config"] != _config_dict(config):
+            differ = sorted(k for k in _config_dict(config) if saved["config"].get(k) != _config_dict(config)[k])
+            raise ValueError(f"{checkpoint}: this checkpoint was written with other settings ({', '.join(differ)}); "
+                             "delete it or pass another checkpoint path")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        rows, step, frames, train_seconds = saved["history"], saved["step"], saved["frames"], saved["train_seconds"]
+        best_score, best_epoch, best_scores = saved["best_score"], saved["best_epoch"], saved["best_scores"]
+        best_state, stopped = saved["best_state"], saved["stopped"]
+        first_epoch = saved["epoch"] + 1
+        _set_rng_state(saved["rng"], train_loader)
+
+    train_model: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)
+    autocast = (torch.autocast(device.type, dtype=precision.amp_dtype) if precision.amp_dtype is not None
+                else contextlib.nullcontext())
+
+    start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
+    epochs = range(first_epoch, config.epochs + 1) if not stopped else range(0)
+    epochs_bar = progress(epochs, desc="epochs", disable=not (progress_bar and is_main))
     for epoch in epochs_bar:
-        model.train()
+        train_model.train()
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
         tick, losses, parts_sum = time.perf_counter(), [], {}
         for batch in train_loader:
             batch = to_device(batch, device)
-            outputs = model(batch[input_key])
-            loss, parts = loss_fn(outputs, batch)
+            inputs = model_inputs(batch, input_key)
+            if precision.channels_last:
+                inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs)
+            with autocast:
+                outputs = train_model(*inputs)
+            loss, parts = loss_fn({k: v.float() for k, v in outputs.items() if torch.is_tensor(v)}, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             step += 1
-            frames += len(batch[input_key])
+            frames += int(batch["valid"].sum()) if "valid" in batch else len(inputs[0])
             losses.append(float(loss.detach()))
             for k, v in parts.items():
                 v = float(v)
                 if not math.isnan(v):
                     parts_sum.setdefault(k, []).append(v)
         train_seconds += time.perf_counter() - tick
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+        epoch_loss = float(np.mean(losses)) if losses else math.nan
+        if world > 1:  # the loss of the whole epoch, over every rank
+            mean = torch.tensor([epoch_loss], dtype=torch.float64, device=device)
+            dist.all_reduce(mean)
+            epoch_loss = float(mean) / world
+        row = {"epoch": epoch, "loss": epoch_loss, "lr": scheduler.get_last_lr()[0],
                **{f"loss_{k}": float(np.mean(v)) for k, v in parts_sum.items()}}
         if val_loader is not None:
-            scores = evaluate(model, val_loader, input_key=input_key, au_threshold=config.au_threshold, device=device)
+            with autocast:
+                scores = evaluate(model, val_loader, input_key=input_key, au_threshold=config.au_threshold,
+                                  device=device)
             row.update({f"val_{k}": scores[k] for k in ("total", "va", "expr", "au")})
             current = scores["total"]
         else:
             scores, current = None, float(epoch)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if progress_bar and hasattr(epochs_bar, "set_postfix"):
-            epochs_bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{current:.3f}"} if scores else {}))
         if current > best_score:
             best_score, best_epoch, best_scores = current, epoch, scores
             best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
         elif config.patience is not None and epoch - best_epoch >= config.patience:
+            stopped = True
+        if checkpoint is not None and is_main:
+            save_checkpoint(checkpoint, {
+                "config": _config_dict(config), "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": rows,
+                "step": step, "frames": frames, "train_seconds": train_seconds, "best_score": best_score,
+                "best_epoch": best_epoch, "best_scores": best_scores, "best_state": best_state, "stopped": stopped,
+                "rng": _rng_state(train_loader)})
+        if world > 1:
+            dist.barrier()
+        if on_epoch is not None and is_main:
+            on_epoch(row)
+        if progress_bar and is_main and hasattr(epochs_bar, "set_postfix"):
+            epochs_bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{current:.3f}"} if scores else {}))
+        if stopped:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    seconds = time.perf_counter() - start
+    extra = {"device": str(device), "world_size": world, "amp": str(precision.amp_dtype).replace("torch.", "")
+             if precision.amp_dtype else "off", "channels_last": precision.channels_last,
+             "compiled": bool(config.compile), "resumed_from_epoch": first_epoch - 1, "note": precision.note}
     return TrainResult(history=pd.DataFrame(rows), best_epoch=best_epoch, best_scores=best_scores,
-                       seconds=seconds, steps=step, frames_per_second=frames / max(train_seconds, 1e-9))
+                       seconds=time.perf_counter() - start, steps=step,
+                       frames_per_second=frames * world / max(train_seconds, 1e-9), extra=extra)
 
 
 def plot_history(history: "pandas.DataFrame", title: str = "training"):  # noqa: F821
@@ -207,3 +437,158 @@ def plot_history(history: "pandas.DataFrame", title: str = "training"):  # noqa:
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(height=340, title=title)
     return fig
+
+
+class LiveCurves:
+    """Training curves that redraw after every epoch: pass ``on_epoch=LiveCurves(...)`` to :func:`fit`.
+
+    In JupyterLab and Colab the figure updates in place while training runs; an executed
+    notebook (papermill) keeps the last state. Outside IPython it does nothing.
+    """
+
+    def __init__(self, title: str = "training") -> None:
+        self.title = title
+        self.rows: list[dict[str, Any]] = []
+        self._handle = None
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        import pandas as pd
+
+        self.rows.append(dict(row))
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython ships with the course
+            return
+        if get_ipython() is None:
+            return
+        fig = plot_history(pd.DataFrame(self.rows), self.title)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+
+
+# --------------------------------------------------------------------------- command line
+
+RUN_KEYS = {"data": "smoke", "mode": None, "stages": ["stage1", "stage2", "stage3"], "out": None, "device": "auto",
+            "progressive": {}, "seed": 0}
+
+
+def read_run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A run configuration (YAML) for :func:`main`, checked: unknown keys and bad values name the file."""
+    import yaml
+
+    from .progressive import STAGES, ProgressiveConfig
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such run configuration (see configs/ for examples)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    lines = {key: i + 1 for i, line in enumerate(path.read_text().splitlines())
+             for key in [line.split(":", 1)[0].strip()] if ":" in line}
+
+    def fail(key: str, problem: str) -> None:
+        raise ValueError(f"{path}, line {lines.get(key, '?')}: {problem}")
+
+    for key in raw:
+        if key not in RUN_KEYS:
+            fail(key, f"unknown setting {key!r}; known: {', '.join(RUN_KEYS)}")
+    run = {**RUN_KEYS, **raw}
+    fields = set(ProgressiveConfig.__dataclass_fields__)
+    for key in run["progressive"] or {}:
+        if key not in fields:
+            fail(key, f"unknown progressive setting {key!r}; known: {', '.join(sorted(fields))}")
+    stages = list(run["stages"])
+    if stages != list(STAGES[:len(stages)]) or not stages:
+        fail("stages", f"stages must be a prefix of {list(STAGES)}, got {stages}")
+    mode = run["mode"] or (run["data"] if run["data"] in ("smoke", "full") else "smoke")
+    if mode not in ("smoke", "full"):
+        fail("mode", f"mode must be smoke or full, got {mode!r}")
+    run.update(mode=mode, stages=stages, progressive=dict(run["progressive"] or {}))
+    run["out"] = run["out"] or f"build/runs/{path.stem}"
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_lib.train --config CONFIG.yaml``: progressive training outside notebooks.
+
+    Under ``torchrun --nproc_per_node=N -m course_lib.train ...`` every process trains with
+    DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 prepares the data, the course
+    backbone and the cached features first, and writes the checkpoints and the scores.
+    """
+    import argparse
+    import json
+
+    import torch.distributed as dist
+
+    from .config import get_device, repo_root, seed_everything
+    from .progressive import progressive_config, run_progressive
+
+    parser = argparse.ArgumentParser(prog="python -m course_lib.train", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a YAML run configuration (see configs/)")
+    args = parser.parse_args(argv)
+    try:
+        run = read_run_config(args.config)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if run["device"] == "auto":
+        device = get_device()
+    else:
+        device = torch.device(run["device"])
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    seed_everything(run["seed"])
+    out = Path(run["out"])
+    out = out if out.is_absolute() else repo_root() / out
+    say = print if rank == 0 else (lambda *a, **k: None)
+    try:
+        from .course_backbone import course_features
+        from .data.synth import ensure_course_data
+
+        def prepare():
+            data = run["data"]
+            root = ensure_course_data(data, progress_bar=rank == 0) if data in ("smoke", "full") else Path(data)
+            _, feats = course_features(root, run["mode"], device=device, progress_bar=rank == 0)
+            return root, feats
+
+        if rank == 0:
+            root, feats = prepare()
+        if world > 1:
+            dist.barrier()
+        if rank != 0:
+            root, feats = prepare()  # everything is cached now: only loads
+        config = progressive_config(run["mode"], **run["progressive"], seed=run["seed"])
+        say(f"training {', '.join(run['stages'])} on {root} ({run['mode']} settings), {world} process(es) on "
+            f"{device}; checkpoints in {out}")
+        result = run_progressive(root, run["mode"], config=config, feats=feats, device=device,
+                                 stages=tuple(run["stages"]), out_dir=out, progress_bar=rank == 0)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            result.scores.to_csv(out / "scores.csv", index=False)
+            (out / "scores.json").write_text(json.dumps({"scores": result.scores.to_dict("records"),
+                                                         "seconds": result.seconds, **result.extra}, indent=1,
+                                                        default=str))
+            say(result.scores.round(3).to_string(index=False))
+            say(f"scores written to {out / 'scores.csv'} ({result.seconds:.1f} s)")
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -88,3 +88,125 @@ ANSWERS = {
         lambda lengths, w, s: sum(max(0, (n - w) // s) for n in lengths),
     ]),
 }
+
+
+def _stitch_right(rows, valid, values, n_rows):
+    sums = np.bincount(rows[valid], weights=values[valid], minlength=n_rows)
+    counts = np.bincount(rows[valid], minlength=n_rows)
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _stitch_with_padding(rows, valid, values, n_rows):
+    return _stitch_right(rows, np.ones_like(valid), values, n_rows)
+
+
+def _stitch_last_wins(rows, valid, values, n_rows):
+    out = np.full(n_rows, np.nan)
+    out[rows[valid]] = values[valid]
+    return out
+
+
+def _stitch_zero_uncovered(rows, valid, values, n_rows):
+    return np.nan_to_num(_stitch_right(rows, valid, values, n_rows))
+
+
+ANSWERS.update({
+    "06.stitch": (_stitch_right, [_stitch_with_padding, _stitch_last_wins, _stitch_zero_uncovered,
+                                  lambda rows, valid, values, n_rows: np.bincount(rows[valid], values[valid], n_rows)]),
+    "06.receptive_field": (lambda k, n: 1 + (k - 1) * (2 ** n - 1), [
+        lambda k, n: 1 + (k - 1) * n,
+        lambda k, n: 1 + 2 * (k - 1) * (2 ** n - 1),
+        lambda k, n: k * 2 ** n,
+    ]),
+})
+
+
+def _log_mel_right(wave, sr):
+    import librosa
+
+    spec = librosa.stft(wave, n_fft=512, hop_length=160, win_length=320, window="hann")
+    mel = librosa.filters.mel(sr=sr, n_fft=512, n_mels=64) @ (np.abs(spec) ** 2)
+    return 10 * np.log10(np.maximum(mel, 1e-10))
+
+
+def _log_mel_amplitude_db(wave, sr):
+    return 2 * _log_mel_right(wave, sr)
+
+
+def _log_mel_magnitude(wave, sr):
+    import librosa
+
+    spec = librosa.stft(wave, n_fft=512, hop_length=160, win_length=320, window="hann")
+    return 10 * np.log10(np.maximum(librosa.filters.mel(sr=sr, n_fft=512, n_mels=64) @ np.abs(spec), 1e-10))
+
+
+def _log_mel_no_filters(wave, sr):
+    import librosa
+
+    spec = librosa.stft(wave, n_fft=512, hop_length=160, win_length=320, window="hann")
+    return 10 * np.log10(np.maximum(np.abs(spec) ** 2, 1e-10))
+
+
+def _log_mel_not_centred(wave, sr):
+    import librosa
+
+    spec = librosa.stft(wave, n_fft=512, hop_length=160, win_length=320, window="hann", center=False)
+    return 10 * np.log10(np.maximum(librosa.filters.mel(sr=sr, n_fft=512, n_mels=64) @ (np.abs(spec) ** 2), 1e-10))
+
+
+def _log_mel_long_window(wave, sr):
+    import librosa
+
+    spec = librosa.stft(wave, n_fft=512, hop_length=160, win_length=512, window="hann")
+    return 10 * np.log10(np.maximum(librosa.filters.mel(sr=sr, n_fft=512, n_mels=64) @ (np.abs(spec) ** 2), 1e-10))
+
+
+ANSWERS.update({
+    "07.n_hops": (lambda n, hop: 1 + n // hop, [lambda n, hop: n // hop, lambda n, hop: -(-n // hop),
+                                                lambda n, hop: 1 + (n - 512) // hop]),
+    "07.hop_of_frame": (lambda i, fps, hop_ms: round((i + 0.5) * 1000 / (fps * hop_ms)), [
+        lambda i, fps, hop_ms: round(i * 1000 / (fps * hop_ms)),
+        lambda i, fps, hop_ms: round((i + 1.5) * 1000 / (fps * hop_ms)),
+        lambda i, fps, hop_ms: int((i + 0.5) * 1000 / (fps * hop_ms)),
+        lambda i, fps, hop_ms: round((i + 0.5) * 16_000 / fps),
+    ]),
+    "07.log_mel": (_log_mel_right, [_log_mel_amplitude_db, _log_mel_magnitude, _log_mel_no_filters,
+                                    _log_mel_not_centred, _log_mel_long_window]),
+})
+
+
+def _lr_right(step, total, warmup):
+    import math
+
+    w = max(1, round(total * warmup))
+    if step < w:
+        return (step + 1) / w
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
+
+
+def _lr_zero_start(step, total, warmup):
+    w = max(1, round(total * warmup))
+    return step / w if step < w else _lr_right(step, total, warmup)
+
+
+def _lr_cosine_from_zero(step, total, warmup):
+    import math
+
+    w = max(1, round(total * warmup))
+    return (step + 1) / w if step < w else 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def _fuse_right(a, b, c, w1, b1, w2, b2):
+    return np.maximum((a + b + c) @ w1 + b1, 0) @ w2 + b2
+
+
+ANSWERS.update({
+    "05.lr_factor": (_lr_right, [_lr_zero_start, _lr_cosine_from_zero, lambda s, t, w: 1.0]),
+    "05.fuse": (_fuse_right, [lambda a, b, c, w1, b1, w2, b2: ((a + b + c) @ w1 + b1) @ w2 + b2,
+                              lambda a, b, c, w1, b1, w2, b2: _fuse_right(a / 3, b / 3, c / 3, w1, b1, w2, b2),
+                              lambda a, b, c, w1, b1, w2, b2: a]),
+    "05.ddp_epoch": (lambda f, g, b: (-(-f // g) // b, b * g), [lambda f, g, b: (f // b, b * g),
+                                                                lambda f, g, b: (-(-f // g) // b, b),
+                                                                lambda f, g, b: None]),
+})

@@ -90,3 +90,135 @@ def test_predict_and_score_agree_with_p_mtl():
     au = np.where(ds.has[:, 0:1].numpy(), ds.au.numpy(), -1)
     want = p_mtl(va, out["va_pred"], expr, out["expr_pred"], au, out["au_pred"])
     assert score(out)["total"] == pytest.approx(want["total"], abs=1e-9)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(epoch):
+    def on_epoch(row):
+        if row["epoch"] == epoch:
+            raise Interrupt
+
+    return on_epoch
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    config = dict(epochs=5, lr=1e-2, patience=None)
+    torch.manual_seed(0)
+    model_a, (train_a, val_a) = Tiny(), _loaders()
+    whole = fit(model_a, train_a, val_a, config=TrainConfig(**config), progress_bar=False)
+
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    torch.manual_seed(0)
+    model_b, (train_b, val_b) = Tiny(), _loaders()
+    with pytest.raises(Interrupt):  # stopped after epoch 2 (the checkpoint of epoch 2 is written first)
+        fit(model_b, train_b, val_b, config=TrainConfig(**config, checkpoint=str(ckpt)), progress_bar=False,
+            on_epoch=_stop_after(2))
+    assert ckpt.exists() and not list(ckpt.parent.glob(".*tmp"))
+    torch.manual_seed(123)  # a new process: other random state, other fresh weights, a new loader
+    model_c, (train_c, val_c) = Tiny(), _loaders()
+    train_c.generator.manual_seed(99)
+    resumed = fit(model_c, train_c, val_c, config=TrainConfig(**config, checkpoint=str(ckpt)), progress_bar=False)
+    assert resumed.extra["resumed_from_epoch"] == 2
+    assert list(resumed.history.epoch) == [1, 2, 3, 4, 5]
+    assert resumed.steps == whole.steps
+    np.testing.assert_array_equal(resumed.history.loss.to_numpy(), whole.history.loss.to_numpy())
+    np.testing.assert_array_equal(resumed.history.val_total.to_numpy(), whole.history.val_total.to_numpy())
+    for (name, a), b in zip(model_a.state_dict().items(), model_c.state_dict().values()):
+        assert torch.equal(a, b), name
+    # a finished run is reused, not retrained
+    again = fit(Tiny(), *_loaders(), config=TrainConfig(**config, checkpoint=str(ckpt)), progress_bar=False)
+    assert again.extra["resumed_from_epoch"] == 5 and again.best_epoch == whole.best_epoch
+
+
+def test_checkpoint_with_other_settings_is_refused(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    fit(Tiny(), *_loaders(), config=TrainConfig(epochs=1, checkpoint=str(ckpt)), progress_bar=False)
+    with pytest.raises(ValueError, match=r"c\.pt.*other settings \(epochs, lr\)"):
+        fit(Tiny(), *_loaders(), config=TrainConfig(epochs=2, lr=0.5, checkpoint=str(ckpt)), progress_bar=False)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"c\.pt: not a readable checkpoint"):
+        fit(Tiny(), *_loaders(), config=TrainConfig(epochs=1, checkpoint=str(ckpt)), progress_bar=False)
+
+
+def test_mixed_precision_is_skipped_cleanly_on_cpu():
+    torch.manual_seed(0)
+    model, (train, val) = Tiny(), _loaders()
+    result = fit(model, train, val, config=TrainConfig(epochs=1, amp=True, channels_last=False), device="cpu",
+                 progress_bar=False)
+    assert result.extra["amp"] == "off" and "skipped on cpu" in result.extra["note"]
+    assert next(model.parameters()).dtype == torch.float32
+    default = fit(Tiny(), train, val, config=TrainConfig(epochs=1), device="cpu", progress_bar=False)
+    assert default.extra["amp"] == "off" and default.extra["channels_last"] is False and default.extra["note"] == ""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_mixed_precision_on_cuda_learns():
+    torch.manual_seed(0)
+    model, (train, val) = Tiny(), _loaders()
+    result = fit(model, train, val, config=TrainConfig(epochs=12, lr=1e-2), device="cuda", progress_bar=False)
+    assert result.extra["amp"] in ("bfloat16", "float16")
+    assert result.history.val_total.max() > result.history.val_total.iloc[0]
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tiny = Tiny()
+        self.gate = nn.Linear(1, 32)
+
+    def forward(self, tokens, scale):
+        h = self.tiny.body(tokens * scale[:, None, None]).mean(dim=1)
+        return {"au": self.tiny.au(h), "expr": self.tiny.expr(h), "va": torch.tanh(self.tiny.va(h))}
+
+
+def test_a_tuple_of_input_keys_calls_the_model_with_several_inputs():
+    class Scaled(TokenSet):
+        def __getitem__(self, i):
+            return {**super().__getitem__(i), "scale": torch.tensor(2.0)}
+
+    loader = DataLoader(Scaled(64, 0), batch_size=16)
+    result = fit(TwoInputs(), loader, loader, input_key=("tokens", "scale"), config=TrainConfig(epochs=1),
+                 progress_bar=False)
+    assert len(result.history) == 1
+    with pytest.raises(KeyError, match="no \\['audio'\\]"):
+        fit(TwoInputs(), loader, input_key=("tokens", "audio"), config=TrainConfig(epochs=1), progress_bar=False)
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
+    try:
+        torch.manual_seed(0)
+        model, (train, val) = Tiny(), _loaders()
+        config = TrainConfig(epochs=3, lr=1e-2, checkpoint=str(out_dir / "ddp.pt"))
+        result = fit(model, train, val, config=config, progress_bar=False)
+        torch.save({"state": model.state_dict(), "steps": result.steps, "world": result.extra["world_size"],
+                    "history": result.history}, out_dir / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, tmp_path), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    n_batches = len(_loaders()[0])  # 8 batches of 32 in one process
+    assert r0["steps"] == r1["steps"] == 3 * n_batches // 2  # each rank trains on half of every epoch
+    for (name, a), b in zip(r0["state"].items(), r1["state"].values()):
+        assert torch.equal(a, b), f"{name} differs between the ranks"
+    assert list(r0["history"].epoch) == [1, 2, 3]
+    assert r0["history"].val_total.iloc[-1] > r0["history"].val_total.iloc[0]
+    saved = torch.load(tmp_path / "ddp.pt", weights_only=False)  # written by rank 0 only, complete
+    assert saved["epoch"] == 3
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())

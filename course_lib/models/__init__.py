@@ -1,5 +1,6 @@
 """Models of the course: backbones (``02``), task-adaptive cross-attention (``03``), the AU
-graph (``04``) and the switchable multi-task model that combines them (``02``-``05``).
+graph (``04``), the switchable multi-task model that combines them (``02``-``05``) and the
+temporal encoders over windows of frames (``06``, stage 3 of ``05``).
 
 Start with ``build_model(MTLConfig(token_dim=...), train_table)``; every part can be
 switched off in :class:`MTLConfig` (all off is the baseline).
@@ -14,6 +15,8 @@ from .cross_attention import (AU_SLICE, EXPR_SLICE, N_QUERIES, QUERY_NAMES, VA_S
                               AUToExprAttention, TaskAdaptiveBlock, TaskAdaptiveCrossAttention,
                               TaskQueries, attention, attention_maps)
 from .mtl import MTLConfig, MultiTaskModel, build_model, count_parameters
+from .temporal import (WINDOWS, FeatureWindowDataset, TemporalEncoder, TemporalModel, per_task_predictions,
+                       stitch_windows, tcn_receptive_field)
 
 __all__ = [
     "AUAssistedHeads", "AUGraph", "AUToExprAttention", "AU_SLICE", "Backbone", "EXPR_SLICE",
@@ -21,4 +24,6 @@ __all__ = [
     "TaskAdaptiveBlock", "TaskAdaptiveCrossAttention", "TaskQueries", "VA_SLICE", "attention",
     "attention_maps", "backbone_family", "backbone_fingerprint", "build_model",
     "count_parameters", "cooccurrence_adjacency", "create_backbone", "normalize_adjacency",
+    "FeatureWindowDataset", "TemporalEncoder", "TemporalModel", "WINDOWS", "per_task_predictions",
+    "stitch_windows", "tcn_receptive_field",
 ]

@@ -1,0 +1,122 @@
+"""How close does the course's whole pipeline get to the data's ceiling? (quality benchmark)
+
+    .venv/bin/python benchmarks/quality.py --mode smoke|full --seed S
+
+Generates SynthAffWild with seed S (its own copy, sized for the mode), trains the whole
+pipeline (the course backbone, then progressive stages 1-3 on its cached tokens), evaluates
+every stage on the validation split, and prints as its last line one JSON object:
+
+- ``p_mtl`` (and ``va``, ``expr``, ``au``): the final stage's validation scores;
+- ``oracle``: the generator's ceiling (its clean labels scored against the noisy annotations);
+- ``trivial``: the do-nothing floor (majority class, mean VA, every AU on; see
+  :func:`course_lib.metrics.do_nothing_scores`);
+- ``gap_closed``: (p_mtl - trivial) / (oracle - trivial), the share of the floor-to-ceiling gap
+  the pipeline closes; ``stages``: P_MTL after each stage; timings.
+
+Goals: smoke mode on 2 CPU cores within 10 minutes closes at least half of the gap
+(``gap_closed >= 0.5``); full mode on a GPU reaches 90 % of the oracle (``p_mtl >= 0.9 * oracle``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: Data and training budget per mode. Smoke is sized to fit 10 minutes on 2 CPU cores.
+SETTINGS = {
+    "smoke": {"data": {"n_videos": 96, "frames_per_video": 75}, "backbone": {"epochs": 8},
+              "progressive": {}, "budget_s": 600},
+    "full": {"data": {"n_videos": 160, "frames_per_video": 300}, "backbone": {"epochs": 15},
+             "progressive": {}, "budget_s": None},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(SETTINGS), default="smoke")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--root", type=Path, default=None,
+                        help="where to generate the data (default: <cache>/benchmarks/quality-<mode>-seed<S>)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from course_lib.config import cache_dir, get_device, seed_everything
+    from course_lib.course_backbone import course_backbone
+    from course_lib.data.abaw import read_mtl_annotations
+    from course_lib.data.synth import generate_dataset, oracle_scores
+    from course_lib.features import ensure_features
+    from course_lib.metrics import do_nothing_scores
+    from course_lib.progressive import progressive_config, run_progressive
+
+    settings = SETTINGS[args.mode]
+    device = get_device()
+    seed_everything(args.seed)
+    start = time.perf_counter()
+    root = args.root or cache_dir("benchmarks") / f"quality-{args.mode}-seed{args.seed}"
+    root = generate_dataset(root, **settings["data"], seed=args.seed, audio=False, progress_bar=False)
+    t_data = time.perf_counter() - start
+    print(f"data: {root} ({t_data:.1f} s)", flush=True)
+
+    tick = time.perf_counter()
+    cb = course_backbone(root, args.mode, device=device, progress_bar=False, **settings["backbone"])
+    t_backbone = time.perf_counter() - tick
+    print(f"course backbone {cb.settings['name']}: validation P_MTL {cb.scores['total']:.3f} "
+          f"({'trained' if cb.trained_now else 'cached'}, {t_backbone:.1f} s)", flush=True)
+    tick = time.perf_counter()
+    feats = ensure_features(cb.backbone, root, backbone_fingerprint=cb.fingerprint,
+                            image_size=cb.settings["image_size"], device=device, progress_bar=False)
+    t_features = time.perf_counter() - tick
+
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the stage models are small: one thread is faster than two (as in the notebooks)
+    config = progressive_config(args.mode, seed=args.seed, **settings["progressive"])
+    tick = time.perf_counter()
+    result = run_progressive(root, args.mode, config=config, feats=feats, device=device, progress_bar=False)
+    t_progressive = time.perf_counter() - tick
+    print(result.scores.round(3).to_string(index=False), flush=True)
+
+    train = read_mtl_annotations(root / "training_set_annotations.txt")
+    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    trivial = do_nothing_scores(train, val)
+    oracle = oracle_scores(root, "validation")
+    final = result.scores[result.scores.model == "each task from its model"].iloc[-1]
+    stages = {row.stage: round(float(row.P_MTL), 4) for row in result.scores.itertuples()
+              if row.model in ("each task from its model", "fusion model")}
+    p = float(final["P_MTL"])
+    seconds = time.perf_counter() - start
+    gap_closed = (p - trivial["total"]) / (oracle["total"] - trivial["total"])
+    summary = {
+        "mode": args.mode, "seed": args.seed, "device": str(device), "cores": os.cpu_count(),
+        "p_mtl": round(p, 4), "va": round(float(final["VA CCC"]), 4), "expr": round(float(final["EXPR F1"]), 4),
+        "au": round(float(final["AU F1"]), 4),
+        "oracle": round(oracle["total"], 4),
+        "oracle_parts": {k: round(oracle[k], 4) for k in ("va", "expr", "au")},
+        "trivial": round(trivial["total"], 4),
+        "trivial_parts": {k: round(trivial[k], 4) for k in ("va", "expr", "au")},
+        "backbone_p_mtl": round(cb.scores["total"], 4), "stages": stages,
+        "gap_closed": round(gap_closed, 4), "share_of_oracle": round(p / oracle["total"], 4),
+        "seconds": round(seconds, 1),
+        "seconds_parts": {"data": round(t_data, 1), "backbone": round(t_backbone, 1),
+                          "features": round(t_features, 1), "progressive": round(t_progressive, 1)},
+        "frames": {"train": len(train), "validation": len(val)},
+    }
+    if args.mode == "smoke":
+        summary["goal"] = "gap_closed >= 0.5 within 600 s"
+        summary["meets_goal"] = bool(gap_closed >= 0.5 and seconds <= settings["budget_s"])
+    else:
+        summary["goal"] = "p_mtl >= 0.9 * oracle"
+        summary["meets_goal"] = bool(p >= 0.9 * oracle["total"])
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""Progressive multi-task training, after seed 001 (ABAW7 winner): separate, joint, temporal.
+
+Taught in ``05_progressive_training``; ``python -m course_lib.train --config ...`` runs the same
+stages outside notebooks (and under ``torchrun`` on several GPUs).
+
+- **Stage 1, separate**: one :class:`~course_lib.models.MultiTaskModel` per task, each trained
+  on its own task's loss only (the other two weights are 0). Each model learns the features
+  its task needs (AU: local muscle movements; EXPR: the whole configuration; VA: intensity).
+- **Stage 2, joint**: :class:`FusionModel` starts from the three stage-1 models. Each model's
+  own-task feature vector ``f_t`` is summed, ``s = f_au + f_expr + f_va``, and fused by
+  Linear-ReLU-Dropout-Linear (seed 001's module). Each task's output is its stage-1 model's
+  output plus a correction read from ``[f_t, fused]`` by a head that starts at zero, so stage 2
+  begins exactly where stage 1 ended and joint training (all tasks' losses, all weights) can
+  only move on from there. VA is corrected before its ``tanh`` (``atanh`` of the stage-1 value).
+- **Stage 3, temporal**: the stage-2 model's per-frame features (the three task features,
+  the fused vector and its outputs) are computed once; then for each task a
+  :class:`~course_lib.models.temporal.TemporalModel` runs over windows of consecutive frames,
+  with a window length per task (seed 001: 1 for AU, 5 for EXPR, 30 for VA), and its
+  predictions are stitched back to one per frame. The final prediction takes each task from
+  its own temporal model.
+
+:func:`run_progressive` runs all three on the course backbone's cached tokens and returns every
+stage's validation scores measured in that run (:class:`ProgressiveResult`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .models import MTLConfig, MultiTaskModel, build_model
+from .train import TrainConfig, TrainResult, fit, predict, score
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TASKS = ("au", "expr", "va")
+STAGES = ("stage1", "stage2", "stage3")
+
+
+@dataclass
+class ProgressiveConfig:
+    """Sizes and budgets of the three stages (:func:`progressive_config` gives the course's per mode)."""
+
+    dim: int = 64
+    depth: int = 1
+    heads: int = 4
+    gcn: bool = True
+    dropout: float = 0.1
+    batch_size: int = 64
+    stage1_epochs: int = 8
+    stage1_lr: float = 3e-3
+    stage2_epochs: int = 4
+    stage2_lr: float = 1e-3
+    stage3_epochs: int = 10
+    stage3_lr: float = 2e-3
+    temporal_kind: str = "transformer"
+    temporal_dim: int = 64
+    temporal_layers: int = 2
+    windows: dict[str, int] = field(default_factory=lambda: {"au": 1, "expr": 5, "va": 30})
+    amp: bool | None = None
+    compile: bool = False
+    seed: int = 0
+
+
+#: The course's settings per mode: smoke fits a CPU in about a minute, full is for a GPU.
+PROGRESSIVE: dict[str, dict[str, Any]] = {
+    "smoke": {"dim": 32, "depth": 1, "stage1_epochs": 5, "stage2_epochs": 2, "stage3_epochs": 6,
+              "temporal_dim": 32, "windows": {"au": 1, "expr": 5, "va": 15}},
+    "full": {"dim": 128, "depth": 2, "batch_size": 128, "stage1_epochs": 20, "stage1_lr": 1e-3,
+             "stage2_epochs": 8, "stage2_lr": 3e-4, "stage3_epochs": 20, "stage3_lr": 1e-3, "temporal_dim": 128},
+}
+
+
+def progressive_config(mode: str = "smoke", **overrides: Any) -> ProgressiveConfig:
+    """The course's :class:`ProgressiveConfig` for ``mode`` (``"smoke"``/``"full"``), with overrides."""
+    if mode not in PROGRESSIVE:
+        raise ValueError(f"unknown mode {mode!r}: use one of {sorted(PROGRESSIVE)}")
+    return ProgressiveConfig(**{**PROGRESSIVE[mode], **overrides})
+
+
+def task_loss(train_table: "pd.DataFrame", task: str | None = None) -> nn.Module:
+    """The weighted multi-task loss (course backbone's weights); with ``task``, that task only."""
+    from .course_backbone import weighted_loss
+
+    loss = weighted_loss(train_table)
+    if task is not None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}: use one of {TASKS}")
+        loss.weights = {t: float(t == task) for t in TASKS}
+    return loss
+
+
+class FusionModel(nn.Module):
+    """Stage 2: three stage-1 task models joined by seed 001's feature fusion.
+
+    ``forward(tokens)`` returns ``{"au", "expr", "va"}`` like a :class:`MultiTaskModel`;
+    ``return_features=True`` adds ``"features"``: ``(B, 4 * dim + 22)`` per frame, the three
+    task features, the fused vector and the three outputs (stage 3's input).
+    """
+
+    def __init__(self, task_models: dict[str, MultiTaskModel], dropout: float = 0.1) -> None:
+        super().__init__()
+        missing = [t for t in TASKS if t not in task_models]
+        if missing:
+            raise ValueError(f"FusionModel needs a stage-1 model for every task; missing {missing}")
+        self.task_models = nn.ModuleDict({t: task_models[t] for t in TASKS})
+        dim = task_models["au"].config.dim
+        self.dim = dim
+        self.fuse = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.correct = nn.ModuleDict({t: nn.Linear(2 * dim, n) for t, n in (("au", 12), ("expr", 8), ("va", 2))})
+        for head in self.correct.values():  # start exactly at the stage-1 outputs
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    @property
+    def feature_dim(self) -> int:
+        return 4 * self.dim + 22
+
+    def forward(self, tokens: torch.Tensor, return_features: bool = False) -> dict[str, Any]:
+        own = {t: m(tokens, return_features=True) for t, m in self.task_models.items()}
+        feats = {t: own[t]["features"][t] for t in TASKS}
+        fused = self.fuse(feats["au"] + feats["expr"] + feats["va"])
+        out: dict[str, Any] = {}
+        for t in TASKS:
+            delta = self.correct[t](torch.cat([feats[t], fused], dim=-1))
+            if t == "va":
+                base = torch.atanh(own[t]["va"].clamp(-0.999, 0.999))
+                out[t] = torch.tanh(base + delta)
+            else:
+                out[t] = own[t][t] + delta
+        if return_features:
+            out["features"] = torch.cat([feats["au"], feats["expr"], feats["va"], fused,
+                                         out["au"], out["expr"], out["va"]], dim=-1)
+        return out
+
+
+@dataclass
+class ProgressiveResult:
+    """What :func:`run_progressive` measured: per-stage scores, histories, models, predictions."""
+
+    scores: "pd.DataFrame"  # one row per stage (and per task model in stage 1)
+    histories: dict[str, "pd.DataFrame"]
+    models: dict[str, nn.Module]
+    predictions: dict[str, dict[str, np.ndarray]]  # per stage, validation predictions per frame
+    config: ProgressiveConfig
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _row(stage: str, scores: dict[str, Any], seconds: float, result: TrainResult | None = None,
+         model: str = "") -> dict[str, Any]:
+    return {"stage": stage, "model": model, "P_MTL": scores["total"], "VA CCC": scores["va"],
+            "EXPR F1": scores["expr"], "AU F1": scores["au"], "seconds": seconds,
+            "frames/s": result.frames_per_second if result is not None else np.nan,
+            "best epoch": result.best_epoch if result is not None else np.nan}
+
+
+def _checkpoint(out_dir: Path | None, name: str) -> str | None:
+    return str(out_dir / f"{name}.pt") if out_dir is not None else None
+
+
+def stage_features(model: FusionModel, loader, device: torch.device | str) -> torch.Tensor:
+    """Stage 3's input: the stage-2 model's per-frame features, in the loader's (unshuffled) order."""
+    device = torch.device(device)
+    model.eval()
+    chunks = []
+    with torch.no_grad():
+        for batch in loader:
+            chunks.append(model(batch["tokens"].to(device), return_features=True)["features"].float().cpu())
+    return torch.cat(chunks)
+
+
+def run_progressive(root: Path | str, mode: str = "smoke", *, config: ProgressiveConfig | None = None,
+                    feats: dict | None = None, device: torch.device | str | None = None,
+                    stages: tuple[str, ...] = STAGES, out_dir: Path | str | None = None,
+                    progress_bar: bool = True, on_stage: Callable[[str, dict], None] | None = None,
+                    on_epoch: Callable[[str, dict], None] | None = None) -> ProgressiveResult:
+    """Run the progressive stages on ``root``'s cached course-backbone tokens and score each on validation.
+
+    ``feats`` are the cached features of :func:`course_lib.course_backbone.course_features`
+    (computed when missing). ``stages`` picks a prefix of ``("stage1", "stage2", "stage3")``.
+    With ``out_dir`` every training run checkpoints there (and a rerun resumes or reuses it).
+    ``on_stage(stage, row)`` is called after each measured row and ``on_epoch(run, row)`` after
+    each epoch of each training run (``run`` is e.g. ``"stage1_au"``): live tables and curves.
+    """
+    import pandas as pd
+
+    from .config import get_device
+    from .data.abaw import read_mtl_annotations
+    from .features import CachedFrameDataset
+    from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
+
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or list(stages) != list(STAGES[:len(stages)]):
+        raise ValueError(f"stages must be a prefix of {STAGES}, got {tuple(stages)}")
+    config = config or progressive_config(mode)
+    root = Path(root)
+    device = torch.device(device) if device is not None else get_device()
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if feats is None:
+        from .course_backbone import course_features
+
+        _, feats = course_features(root, mode, device=device, progress_bar=progress_bar)
+    train = read_mtl_annotations(root / "training_set_annotations.txt")
+    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    train_set = CachedFrameDataset(feats["train"], train, what="tokens")
+    val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
+    val_loader = DataLoader(val_set, batch_size=256)
+
+    def loader(seed: int) -> DataLoader:
+        return DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                          generator=torch.Generator().manual_seed(seed))
+
+    def epoch_hook(name: str) -> Callable[[dict], None] | None:
+        return None if on_epoch is None else (lambda row: on_epoch(name, row))
+
+    def train_config(stage: str, name: str) -> TrainConfig:
+        return TrainConfig(epochs=getattr(config, f"{stage}_epochs"), lr=getattr(config, f"{stage}_lr"),
+                           amp=config.amp, compile=config.compile, checkpoint=_checkpoint(out_dir, name),
+                           seed=config.seed)
+
+    rows, histories, models, predictions = [], {}, {}, {}
+
+    def record(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_stage is not None:
+            on_stage(row["stage"], row)
+
+    start = time.perf_counter()
+    # ---- stage 1: one model per task
+    task_models: dict[str, MultiTaskModel] = {}
+    per_task: dict[str, dict[str, np.ndarray]] = {}
+    for i, task in enumerate(TASKS):
+        torch.manual_seed(config.seed + i)
+        model = build_model(MTLConfig(token_dim=feats["train"].dim, n_tokens=feats["train"].n_tokens, dim=config.dim,
+                                      depth=config.depth, heads=config.heads, gcn=config.gcn,
+                                      dropout=config.dropout), train)
+        tick = time.perf_counter()
+        result = fit(model, loader(config.seed + i), val_loader, config=train_config("stage1", f"stage1_{task}"),
+                     loss_fn=task_loss(train, task), device=device, progress_bar=progress_bar,
+                     on_epoch=epoch_hook(f"stage1_{task}"))
+        per_task[task] = predict(model, val_loader, device=device)
+        task_models[task], histories[f"stage1_{task}"] = model, result.history
+        record(_row("stage 1: separate", score(per_task[task]), time.perf_counter() - tick, result, f"{task} model"))
+    stage1 = per_task_predictions(per_task)
+    predictions["stage1"] = stage1
+    record(_row("stage 1: separate", score(stage1), sum(r["seconds"] for r in rows), None, "each task from its model"))
+    models.update({f"stage1_{t}": m for t, m in task_models.items()})
+
+    if "stage2" in stages:
+        # ---- stage 2: joint training with feature fusion, from the stage-1 weights
+        import copy
+
+        torch.manual_seed(config.seed + 10)
+        fusion = FusionModel({t: copy.deepcopy(m) for t, m in task_models.items()}, dropout=config.dropout)
+        tick = time.perf_counter()
+        result = fit(fusion, loader(config.seed + 10), val_loader, config=train_config("stage2", "stage2_joint"),
+                     loss_fn=task_loss(train), device=device, progress_bar=progress_bar,
+                     on_epoch=epoch_hook("stage2_joint"))
+        predictions["stage2"] = predict(fusion, val_loader, device=device)
+        models["stage2"], histories["stage2"] = fusion, result.history
+        record(_row("stage 2: joint + fusion", score(predictions["stage2"]), time.perf_counter() - tick, result,
+                    "fusion model"))
+
+        if "stage3" in stages:
+            # ---- stage 3: a temporal model per task over the stage-2 features
+            tick = time.perf_counter()
+            plain_train = DataLoader(train_set, batch_size=256)
+            f_train, f_val = stage_features(fusion, plain_train, device), stage_features(fusion, val_loader, device)
+            mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
+            f_train, f_val = (f_train - mean) / std, (f_val - mean) / std
+            per_task3 = {}
+            for i, task in enumerate(TASKS):
+                window = int(config.windows[task])
+                stride = max(1, window // 2)
+                tr = FeatureWindowDataset(f_train, train, window=window, stride=stride, pad=True)
+                va = FeatureWindowDataset(f_val, val, window=window, stride=stride, pad=True)
+                torch.manual_seed(config.seed + 20 + i)
+                kind = config.temporal_kind if window > 1 else "none"
+                tmodel = TemporalModel(f_train.shape[1], kind=kind, dim=config.temporal_dim,
+                                       layers=config.temporal_layers, dropout=config.dropout)
+                batch = max(4, config.batch_size // max(1, window // 2))
+                tl = DataLoader(tr, batch_size=batch, shuffle=True, drop_last=len(tr) > batch,
+                                generator=torch.Generator().manual_seed(config.seed + 20 + i))
+                vl = DataLoader(va, batch_size=64)
+                t0 = time.perf_counter()
+                result = fit(tmodel, tl, vl, config=train_config("stage3", f"stage3_{task}"),
+                             loss_fn=task_loss(train, task), input_key=("features", "valid"),
+                             device=device, progress_bar=progress_bar, on_epoch=epoch_hook(f"stage3_{task}"))
+                per_task3[task] = predict(tmodel, vl, input_key=("features", "valid"), device=device)
+                models[f"stage3_{task}"], histories[f"stage3_{task}"] = tmodel, result.history
+                record(_row("stage 3: temporal", score(per_task3[task]), time.perf_counter() - t0, result,
+                            f"{task} model, {kind}, window {window}"))
+            predictions["stage3"] = per_task_predictions(per_task3)
+            record(_row("stage 3: temporal", score(predictions["stage3"]), time.perf_counter() - tick, None,
+                        "each task from its model"))
+    table = pd.DataFrame(rows)
+    return ProgressiveResult(scores=table, histories=histories, models=models, predictions=predictions,
+                             config=config, seconds=time.perf_counter() - start,
+                             extra={"device": str(device), "train_frames": len(train_set),
+                                    "val_frames": len(val_set), "config": asdict(config)})
+
+
+__all__ = ["PROGRESSIVE", "STAGES", "TASKS", "FusionModel", "ProgressiveConfig", "ProgressiveResult",
+           "progressive_config", "run_progressive", "stage_features", "task_loss"]
