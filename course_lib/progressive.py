@@ -179,6 +179,60 @@ def stage_features(model: FusionModel, loader, device: torch.device | str) -> to
     return torch.cat(chunks)
 
 
+def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFrame", val: "pd.DataFrame",
+                   config: ProgressiveConfig, device: torch.device | str, *, out_dir: Path | str | None = None,
+                   progress_bar: bool = False, on_epoch: Callable[[str, dict], None] | None = None,
+                   train_predictions: bool = False) -> dict[str, Any]:
+    """Stage 3 on any per-frame features (rows aligned with ``train`` / ``val``): one temporal model per task.
+
+    The features are standardised with training statistics; each task gets a
+    :class:`~course_lib.models.temporal.TemporalModel` (``config.temporal_kind``; the per-frame
+    ``"none"`` for a window of 1) over windows of ``config.windows[task]`` frames, trained on
+    that task's loss; its validation predictions are stitched back per frame and each task is
+    taken from its own model. Returns ``{"validation": combined predictions, "per_task": {task:
+    predictions}, "runs": {task: {"model", "result", "seconds", "kind", "window"}}}`` and, with
+    ``train_predictions``, ``"train"`` (the same on the training windows, e.g. to tune thresholds).
+    Used by :func:`run_progressive` and by the ablations of :mod:`course_lib.evaluate` (+ audio).
+    """
+    from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
+
+    out_dir = Path(out_dir) if out_dir is not None else None
+    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
+    f_train, f_val = (f_train - mean) / std, (f_val - mean) / std
+    per_task, on_train, runs = {}, {}, {}
+    for i, task in enumerate(TASKS):
+        window = int(config.windows[task])
+        stride = max(1, window // 2)
+        tr = FeatureWindowDataset(f_train, train, window=window, stride=stride, pad=True)
+        va = FeatureWindowDataset(f_val, val, window=window, stride=stride, pad=True)
+        torch.manual_seed(config.seed + 20 + i)
+        kind = config.temporal_kind if window > 1 else "none"
+        model = TemporalModel(f_train.shape[1], kind=kind, dim=config.temporal_dim, layers=config.temporal_layers,
+                              dropout=config.dropout)
+        batch = max(4, config.batch_size // max(1, window // 2))
+        tl = DataLoader(tr, batch_size=batch, shuffle=True, drop_last=len(tr) > batch,
+                        generator=torch.Generator().manual_seed(config.seed + 20 + i))
+        vl = DataLoader(va, batch_size=64)
+        tick = time.perf_counter()
+        name = f"stage3_{task}"
+        result = fit(model, tl, vl, config=TrainConfig(epochs=config.stage3_epochs, lr=config.stage3_lr, amp=config.amp,
+                                                       compile=config.compile, checkpoint=_checkpoint(out_dir, name),
+                                                       seed=config.seed),
+                     loss_fn=task_loss(train, task), input_key=("features", "valid"), device=device,
+                     progress_bar=progress_bar,
+                     on_epoch=None if on_epoch is None else (lambda row, n=name: on_epoch(n, row)))
+        per_task[task] = predict(model, vl, input_key=("features", "valid"), device=device)
+        if train_predictions:
+            on_train[task] = predict(model, DataLoader(tr, batch_size=64), input_key=("features", "valid"),
+                                     device=device)
+        runs[task] = {"model": model, "result": result, "seconds": time.perf_counter() - tick, "kind": kind,
+                      "window": window}
+    out = {"validation": per_task_predictions(per_task), "per_task": per_task, "runs": runs}
+    if train_predictions:
+        out["train"] = per_task_predictions(on_train)
+    return out
+
+
 def run_progressive(root: Path | str, mode: str = "smoke", *, config: ProgressiveConfig | None = None,
                     feats: dict | None = None, device: torch.device | str | None = None,
                     stages: tuple[str, ...] = STAGES, out_dir: Path | str | None = None,
@@ -197,7 +251,7 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     from .config import get_device
     from .data.abaw import read_mtl_annotations
     from .features import CachedFrameDataset
-    from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
+    from .models.temporal import per_task_predictions
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown or list(stages) != list(STAGES[:len(stages)]):
@@ -276,31 +330,13 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
             tick = time.perf_counter()
             plain_train = DataLoader(train_set, batch_size=256)
             f_train, f_val = stage_features(fusion, plain_train, device), stage_features(fusion, val_loader, device)
-            mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
-            f_train, f_val = (f_train - mean) / std, (f_val - mean) / std
-            per_task3 = {}
-            for i, task in enumerate(TASKS):
-                window = int(config.windows[task])
-                stride = max(1, window // 2)
-                tr = FeatureWindowDataset(f_train, train, window=window, stride=stride, pad=True)
-                va = FeatureWindowDataset(f_val, val, window=window, stride=stride, pad=True)
-                torch.manual_seed(config.seed + 20 + i)
-                kind = config.temporal_kind if window > 1 else "none"
-                tmodel = TemporalModel(f_train.shape[1], kind=kind, dim=config.temporal_dim,
-                                       layers=config.temporal_layers, dropout=config.dropout)
-                batch = max(4, config.batch_size // max(1, window // 2))
-                tl = DataLoader(tr, batch_size=batch, shuffle=True, drop_last=len(tr) > batch,
-                                generator=torch.Generator().manual_seed(config.seed + 20 + i))
-                vl = DataLoader(va, batch_size=64)
-                t0 = time.perf_counter()
-                result = fit(tmodel, tl, vl, config=train_config("stage3", f"stage3_{task}"),
-                             loss_fn=task_loss(train, task), input_key=("features", "valid"),
-                             device=device, progress_bar=progress_bar, on_epoch=epoch_hook(f"stage3_{task}"))
-                per_task3[task] = predict(tmodel, vl, input_key=("features", "valid"), device=device)
-                models[f"stage3_{task}"], histories[f"stage3_{task}"] = tmodel, result.history
-                record(_row("stage 3: temporal", score(per_task3[task]), time.perf_counter() - t0, result,
-                            f"{task} model, {kind}, window {window}"))
-            predictions["stage3"] = per_task_predictions(per_task3)
+            stage3 = temporal_stage(f_train, f_val, train, val, config, device, out_dir=out_dir,
+                                    progress_bar=progress_bar, on_epoch=on_epoch)
+            for task, run in stage3["runs"].items():
+                models[f"stage3_{task}"], histories[f"stage3_{task}"] = run["model"], run["result"].history
+                record(_row("stage 3: temporal", score(stage3["per_task"][task]), run["seconds"], run["result"],
+                            f"{task} model, {run['kind']}, window {run['window']}"))
+            predictions["stage3"] = stage3["validation"]
             record(_row("stage 3: temporal", score(predictions["stage3"]), time.perf_counter() - tick, None,
                         "each task from its model"))
     table = pd.DataFrame(rows)
@@ -311,4 +347,4 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
 
 
 __all__ = ["PROGRESSIVE", "STAGES", "TASKS", "FusionModel", "ProgressiveConfig", "ProgressiveResult",
-           "progressive_config", "run_progressive", "stage_features", "task_loss"]
+           "progressive_config", "run_progressive", "stage_features", "task_loss", "temporal_stage"]

@@ -210,3 +210,116 @@ ANSWERS.update({
                                                                 lambda f, g, b: (-(-f // g) // b, b),
                                                                 lambda f, g, b: None]),
 })
+
+
+# --------------------------------------------------------------------------- 08_evaluation
+
+
+def _f1_at_right(truth, prob, threshold):
+    truth, decision = np.asarray(truth).astype(bool), np.asarray(prob) >= threshold
+    tp = np.sum(truth & decision)
+    denom = 2 * tp + np.sum(~truth & decision) + np.sum(truth & ~decision)
+    return 2 * tp / denom if denom else 0.0
+
+
+def _f1_at_strict(truth, prob, threshold):
+    return _f1_at_right(truth, np.asarray(prob) - 1e-9, threshold)  # prob > threshold
+
+
+def _f1_at_nan(truth, prob, threshold):
+    truth, decision = np.asarray(truth).astype(bool), np.asarray(prob) >= threshold
+    tp = np.sum(truth & decision)
+    with np.errstate(invalid="ignore"):
+        return 2 * tp / (2 * tp + np.sum(~truth & decision) + np.sum(truth & ~decision))
+
+
+def _macro_right(truth, pred):
+    return float(np.mean([_f1_at_right(truth == c, (pred == c).astype(float), 0.5) for c in range(8)]))
+
+
+def _macro_present_only(truth, pred):
+    classes = sorted(set(truth) | set(pred))
+    return float(np.mean([_f1_at_right(truth == c, (pred == c).astype(float), 0.5) for c in classes]))
+
+
+def _video_bootstrap_right(videos, rng):
+    names = np.unique(videos)
+    drawn = rng.choice(names, size=len(names), replace=True)
+    return np.concatenate([np.flatnonzero(videos == v) for v in drawn])
+
+
+def _video_bootstrap_frames(videos, rng):
+    return rng.integers(0, len(videos), size=len(videos))
+
+
+def _video_bootstrap_no_replacement(videos, rng):
+    names = rng.permutation(np.unique(videos))
+    return np.concatenate([np.flatnonzero(videos == v) for v in names])
+
+
+ANSWERS.update({
+    "08.f1_at": (_f1_at_right, [_f1_at_strict, _f1_at_nan,
+                                lambda t, p, th: float(np.mean(np.asarray(t).astype(bool) == (np.asarray(p) >= th)))]),
+    "08.macro_f1": (_macro_right, [_macro_present_only, lambda t, p: float(np.mean(t == p))]),
+    "08.video_bootstrap": (_video_bootstrap_right, [_video_bootstrap_frames, _video_bootstrap_no_replacement]),
+})
+
+
+def _loc_ratio_right(attribution, region):
+    positive = np.clip(attribution, 0, None)
+    return positive[region].sum() / positive.sum() / region.mean()
+
+
+def _ig_right(f, x, baseline, steps):
+    import torch
+
+    alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps
+    path = (baseline + alphas[:, None] * (x - baseline)).requires_grad_()
+    (grads,) = torch.autograd.grad(f(path).sum(), path)
+    return (x - baseline) * grads.mean(0)
+
+
+def _ig_gradient_at_x(f, x, baseline, steps):
+    import torch
+
+    x = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(f(x[None]).sum(), x)
+    return grad * (x - baseline).detach()
+
+
+def _ig_no_difference(f, x, baseline, steps):
+    return _ig_right(f, x, baseline, steps) / (x - baseline)
+
+
+def _ig_summed(f, x, baseline, steps):
+    return _ig_right(f, x, baseline, steps) * steps
+
+
+def _ig_times_x(f, x, baseline, steps):
+    return _ig_right(f, x, baseline, steps) / (x - baseline) * x
+
+
+def _spearman_right(a, b):
+    import pandas as pd
+
+    return float(np.corrcoef(pd.Series(np.ravel(a)).rank(), pd.Series(np.ravel(b)).rank())[0, 1])
+
+
+def _spearman_no_ties(a, b):
+    ra, rb = np.argsort(np.argsort(np.ravel(a))), np.argsort(np.argsort(np.ravel(b)))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+ANSWERS.update({
+    "09.localization_ratio": (_loc_ratio_right, [
+        lambda a, m: np.clip(a, 0, None)[m].sum() / np.clip(a, 0, None).sum(),
+        lambda a, m: a[m].sum() / a.sum() / m.mean(),
+        lambda a, m: np.abs(a)[m].sum() / np.abs(a).sum() / m.mean(),
+        lambda a, m: np.clip(a, 0, None)[m].mean() / np.clip(a, 0, None).max(),
+    ]),
+    "09.integrated_gradients": (_ig_right, [_ig_gradient_at_x, _ig_no_difference, _ig_summed, _ig_times_x]),
+    "09.rank_correlation": (_spearman_right, [lambda a, b: float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1]),
+                                              _spearman_no_ties,
+                                              lambda a, b: float(np.corrcoef(np.argsort(np.ravel(a)),
+                                                                             np.argsort(np.ravel(b)))[0, 1])]),
+})

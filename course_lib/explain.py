@@ -1,0 +1,692 @@
+"""Explanations of the multi-task model: Captum attributions per task head, checked against AU regions.
+
+Taught in ``09_explanations``. Captum explains a model that returns one number per example;
+the course's model returns three heads at once. So the pieces here are:
+
+- :class:`TargetOutput`: the multi-task model seen through one output, e.g. the AU12 logit,
+  the Happiness logit or valence, as a module that maps images (B, 3, H, W) to (B,).
+- :func:`course_image_model`: a model over *pixels* to explain. The course trains its heads on
+  cached tokens of the frozen course backbone; the same heads on top of that backbone
+  make an image model with exactly the same outputs (up to the float16 of the cache).
+- :func:`attribute`: one (B, H, W) map per image for a head and target, from Saliency,
+  Integrated Gradients (plain and with a noise tunnel), GradientSHAP, Occlusion or Grad-CAM,
+  or the model's own cross-attention for that output's query.
+- :func:`localization_ratio` and :func:`localization_scores`: how much of the positive
+  attribution falls inside the AU's true region, against chance. SynthAffWild knows where
+  each AU acts in every frame, which no real data set does.
+- :func:`randomized_copies` and :func:`sanity_check`: Adebayo et al. (2018)'s model
+  randomisation test. An explanation that barely changes when the weights are destroyed
+  explains the image (its edges), not the model.
+
+Gradients and a frozen backbone: a :class:`~course_lib.models.MultiTaskModel` runs a frozen
+backbone without autograd (cheaper training). Attribution needs the gradient with respect to
+the pixels, so :class:`TargetOutput` lets gradients flow through the backbone during its
+forward pass; the backbone's weights stay frozen (``requires_grad=False``, eval mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .labels import AU_NAMES, EXPR_NAMES
+from .models.cross_attention import AU_SLICE, EXPR_SLICE, VA_SLICE, attention_maps
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .course_backbone import CourseBackbone
+    from .models import MultiTaskModel
+
+#: The three task heads of the multi-task model.
+HEADS: tuple[str, ...] = ("au", "expr", "va")
+#: The names of the two VA outputs.
+VA_NAMES: tuple[str, ...] = ("valence", "arousal")
+#: The targets of each head, by name; an index into the head's output works too.
+TARGETS: dict[str, tuple[str, ...]] = {"au": AU_NAMES, "expr": EXPR_NAMES, "va": VA_NAMES}
+#: Where each head's queries sit among the 22 of the cross-attention.
+_QUERY_OFFSET: dict[str, int] = {"au": AU_SLICE.start, "expr": EXPR_SLICE.start, "va": VA_SLICE.start}
+#: The attribution methods of :func:`attribute`, in the order the course shows them.
+METHODS: tuple[str, ...] = ("saliency", "integrated_gradients", "noise_tunnel", "gradient_shap", "occlusion",
+                            "grad_cam", "attention")
+#: Readable names for plots and tables.
+METHOD_LABELS: dict[str, str] = {
+    "saliency": "Saliency", "integrated_gradients": "Integrated Gradients", "noise_tunnel": "IG + SmoothGrad",
+    "gradient_shap": "GradientSHAP", "occlusion": "Occlusion", "grad_cam": "Grad-CAM", "attention": "attention",
+}
+
+Sign = Literal["positive", "absolute", "signed"]
+Target = int | str
+
+
+# --------------------------------------------------------------------------- one output as a module
+
+
+def target_index(head: str, target: Target) -> int:
+    """The position of ``target`` in ``head``'s output: ``("au", "AU12") -> 6``, ``("va", "arousal") -> 1``.
+
+    ``target`` is a name from :data:`TARGETS` or an index; anything else raises ``ValueError``
+    that lists what is valid.
+    """
+    if head not in TARGETS:
+        raise ValueError(f"unknown head {head!r}: use one of {list(HEADS)}")
+    names = TARGETS[head]
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        if not 0 <= int(target) < len(names):
+            raise ValueError(f"target index {target} is out of range for head {head!r} "
+                             f"(0..{len(names) - 1}: {', '.join(names)})")
+        return int(target)
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    raise ValueError(f"unknown target {target!r} for head {head!r}: use one of {list(names)} or an index")
+
+
+def target_indices(head: str, target: Target | Sequence[Target], batch_size: int) -> torch.Tensor:
+    """One target index per example (int64, (batch_size,)): a single target is repeated."""
+    if isinstance(target, (str, int, np.integer)):
+        return torch.full((batch_size,), target_index(head, target), dtype=torch.int64)
+    if isinstance(target, torch.Tensor):
+        target = target.tolist()
+    indices = [target_index(head, t) for t in target]
+    if len(indices) != batch_size:
+        raise ValueError(f"{len(indices)} targets for a batch of {batch_size} images: give one target, "
+                         "or one per image")
+    return torch.tensor(indices, dtype=torch.int64)
+
+
+@contextlib.contextmanager
+def gradients_through_backbone(model: nn.Module) -> Iterator[None]:
+    """Within the block, a frozen backbone of ``model`` passes gradients to its input pixels.
+
+    Its weights stay frozen (``requires_grad=False``) and it stays in eval mode; only the
+    ``frozen`` switch that makes :meth:`MultiTaskModel.tokens` skip autograd is lifted.
+    """
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not getattr(backbone, "frozen", False):
+        yield
+        return
+    backbone.frozen = False
+    try:
+        yield
+    finally:
+        backbone.frozen = True
+
+
+class HeadOutput(nn.Module):
+    """The multi-task model seen through one head: images -> (B, K) for AU (12), EXPR (8) or VA (2).
+
+    ``probability=True`` turns AU logits into sigmoid probabilities and EXPR logits into softmax
+    probabilities (VA has no such option: it is already a value in [-1, 1]). Logits are the
+    default: a probability saturates near 0 and 1, where its gradients vanish (``09`` shows it).
+    """
+
+    def __init__(self, model: nn.Module, head: str, probability: bool = False) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}: use one of {list(HEADS)}")
+        if probability and head == "va":
+            raise ValueError("probability=True is for the 'au' and 'expr' heads; 'va' outputs values")
+        self.model = model
+        self.head = head
+        self.probability = probability
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with gradients_through_backbone(self.model):
+            out = self.model(images)[self.head]
+        if self.probability:
+            out = torch.sigmoid(out) if self.head == "au" else out.softmax(-1)
+        return out
+
+
+class TargetOutput(nn.Module):
+    """One scalar per example from the multi-task model: images (B, 3, H, W) -> (B,).
+
+    ``head``: ``"au"``, ``"expr"`` or ``"va"``. ``target``: an AU name (``"AU12"``) or index,
+    an expression name (``"Happiness"``) or index, ``"valence"``/``"arousal"`` (or 0/1).
+    The output is the AU's logit, the expression's logit (``probability=True``: the AU's
+    sigmoid probability, the expression's softmax probability), or the VA value. This is
+    what Captum's attribution methods take as their ``forward_func``.
+    """
+
+    def __init__(self, model: nn.Module, head: str, target: Target, probability: bool = False) -> None:
+        super().__init__()
+        self.index = target_index(head, target)
+        self.name = TARGETS[head][self.index]
+        self.outputs = HeadOutput(model, head, probability)
+
+    @property
+    def head(self) -> str:
+        return self.outputs.head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.outputs(images)[:, self.index]
+
+    def extra_repr(self) -> str:
+        return f"head={self.head!r}, target={self.name!r}, probability={self.outputs.probability}"
+
+
+# --------------------------------------------------------------------------- the image model to explain
+
+
+#: Heads trained on the course backbone's cached tokens, per mode (cross-attention, no AU graph:
+#: each AU then has its own query and its own attention map).
+EXPLAIN_HEADS: dict[str, dict[str, Any]] = {
+    "smoke": {"dim": 64, "depth": 1, "heads": 4, "epochs": 12, "lr": 3e-3, "batch_size": 32},
+    "full": {"dim": 128, "depth": 2, "heads": 4, "epochs": 30, "lr": 1e-3, "batch_size": 128},
+}
+
+
+@dataclass
+class ImageModel:
+    """What :func:`course_image_model` returns: the image model and what is known about its heads."""
+
+    model: "MultiTaskModel"
+    course_backbone: "CourseBackbone"
+    settings: dict[str, Any]
+    scores: dict[str, Any] | None
+    seconds: float
+    trained_now: bool
+    path: Path
+    max_difference: float  # largest |image model - token model| output on a few validation frames
+
+    @property
+    def image_size(self) -> int:
+        return int(self.course_backbone.settings["image_size"])
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.course_backbone.backbone.grid_size
+
+
+def _heads_config(token_dim: int, settings: dict[str, Any]):
+    from .models import MTLConfig
+
+    return MTLConfig(token_dim=token_dim, dim=settings["dim"], depth=settings["depth"], heads=settings["heads"],
+                     cross_attention=True, gcn=False, dropout=0.1)
+
+
+def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, device: torch.device | str | None = None,
+                       retrain: bool = False, progress_bar: bool = True, **overrides: Any) -> ImageModel:
+    """A multi-task model over images: the frozen course backbone plus heads trained on its tokens.
+
+    The heads (task-adaptive cross-attention as in ``03``, no AU graph, sizes of
+    :data:`EXPLAIN_HEADS` for ``mode``, changed by ``overrides``) are trained with
+    :func:`course_lib.train.fit` on the cached tokens of :func:`course_lib.course_backbone.course_features`,
+    cached under ``cache_dir("explain")`` (keyed by the backbone's weights, the settings and
+    ``seed``) and reused. The image model is ``MultiTaskModel(MTLConfig(backbone=...))`` with the
+    course backbone's weights in its backbone and the trained heads' weights everywhere else;
+    it is returned on ``device`` (default CPU: explanations run per image) in eval mode.
+    """
+    import pandas as pd
+    from torch.utils.data import DataLoader
+
+    from .config import cache_dir
+    from .course_backbone import course_features, weighted_loss
+    from .data.abaw import read_mtl_annotations
+    from .features import CachedFrameDataset
+    from .models import MTLConfig, MultiTaskModel
+    from .train import TrainConfig, fit
+
+    root = Path(root)
+    settings = {**EXPLAIN_HEADS[mode], **overrides}
+    unknown = set(settings) - set(EXPLAIN_HEADS["smoke"])
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}: use {sorted(EXPLAIN_HEADS['smoke'])}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    cb, feats = course_features(root, mode, device=device, progress_bar=progress_bar)
+    token_dim = feats["train"].dim
+    config = _heads_config(token_dim, settings)
+    key = hashlib.sha256(json.dumps({"backbone": cb.fingerprint, "settings": settings, "seed": seed,
+                                     "config": asdict(config)}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache_dir("explain") / f"heads-{cb.settings['name']}-{key}.pt"
+    train = read_mtl_annotations(root / "training_set_annotations.txt")
+    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
+
+    torch.manual_seed(seed)
+    heads = MultiTaskModel(config)
+    if path.exists() and not retrain:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        heads.load_state_dict(saved["heads"])
+        scores, seconds, trained_now = saved["scores"], saved["seconds"], False
+    else:
+        train_set = CachedFrameDataset(feats["train"], train, what="tokens")
+        loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(seed))
+        result = fit(heads, loader, DataLoader(val_set, batch_size=256), loss_fn=weighted_loss(train),
+                     config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"], seed=seed), input_key="tokens",
+                     device=device, progress_bar=progress_bar)
+        scores, seconds, trained_now = result.best_scores, result.seconds, True
+        buf = io.BytesIO()
+        torch.save({"heads": {k: v.cpu() for k, v in heads.state_dict().items()}, "settings": settings,
+                    "scores": scores, "seconds": seconds, "history": result.history.to_dict("list")}, buf)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+
+    image_config = MTLConfig(**{**asdict(config), "token_dim": None, "backbone": cb.settings["name"],
+                                "image_size": cb.settings["image_size"], "pretrained": False,
+                                "freeze_backbone": True, "backbone_kwargs": dict(cb.settings["backbone_kwargs"])})
+    model = MultiTaskModel(image_config)
+    model.backbone.load_state_dict(cb.backbone.state_dict())
+    missing, unexpected = model.load_state_dict(heads.state_dict(), strict=False)
+    stray = [k for k in missing if not k.startswith("backbone.")]
+    if stray or unexpected:  # pragma: no cover - the two configs differ only in the backbone
+        raise RuntimeError(f"the heads do not fit the image model: missing {stray}, unexpected {unexpected}")
+    model.to(device).eval()
+    heads.to(device).eval()
+
+    # The image model must compute what the heads computed on the cached tokens.
+    from .data.abaw import FrameDataset
+
+    rows = list(range(min(8, len(val))))
+    images = torch.stack([FrameDataset(val.iloc[rows], root)[i]["image"] for i in range(len(rows))]).to(device)
+    tokens = torch.stack([val_set[i]["tokens"] for i in rows]).to(device)
+    with torch.no_grad():
+        a, b = model(images), heads(tokens)
+    difference = max(float((a[k] - b[k]).abs().max()) for k in HEADS)
+    return ImageModel(model=model, course_backbone=cb, settings=settings, scores=scores, seconds=float(seconds),
+                      trained_now=trained_now, path=path, max_difference=difference)
+
+
+# --------------------------------------------------------------------------- attributions
+
+
+def baseline_images(images: torch.Tensor, kind: str | float | torch.Tensor = "blur", sigma: float = 6.0) -> torch.Tensor:
+    """The reference images ("absence of evidence") that IG, GradientSHAP and Occlusion compare with.
+
+    ``"black"`` (zeros), ``"gray"`` (0.5), ``"blur"`` (each image Gaussian-blurred with
+    ``sigma`` pixels: colours and the face's layout stay, the fine detail that AUs change goes),
+    a number (a constant image) or a tensor broadcastable to ``images``. There is no neutral
+    choice: black is far from every face, blur is close to it (``09`` compares them).
+    """
+    if isinstance(kind, torch.Tensor):
+        return kind.to(images).expand_as(images).clone()
+    if isinstance(kind, (int, float)) and not isinstance(kind, bool):
+        return torch.full_like(images, float(kind))
+    if kind == "black":
+        return torch.zeros_like(images)
+    if kind == "gray":
+        return torch.full_like(images, 0.5)
+    if kind == "blur":
+        from torchvision.transforms.v2.functional import gaussian_blur
+
+        size = 2 * int(round(3 * sigma)) + 1
+        return gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
+    raise ValueError(f"unknown baseline {kind!r}: use 'black', 'gray', 'blur', a number or a tensor")
+
+
+def find_feature_layer(model: nn.Module) -> nn.Module:
+    """The last module of a CNN backbone whose output is the token feature map (for Grad-CAM).
+
+    Found by running one image and keeping the last module (in execution order) whose output
+    has shape (1, C, h, w) with the backbone's ``num_features`` and ``grid_size``.
+    """
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or getattr(backbone, "family", None) != "cnn":
+        raise ValueError("Grad-CAM here needs a model with a CNN backbone: pass layer= yourself")
+    want = (backbone.num_features, *backbone.grid_size)
+    seen: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(mod)
+                                     if torch.is_tensor(out) and tuple(out.shape[1:]) == want else None)
+             for m in backbone.model.modules() if m is not backbone.model]
+    try:
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, backbone.image_size, backbone.image_size, device=backbone.mean.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise ValueError(f"no layer of {backbone.name} outputs the {want} feature map: pass layer= yourself")
+    return seen[-1]
+
+
+def _reduce(attribution: torch.Tensor, sign: Sign) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W): sum over channels, then keep the positive part, the magnitude, or the sign."""
+    summed = attribution.sum(1)
+    if sign == "positive":
+        return summed.clamp(min=0)
+    if sign == "absolute":
+        return summed.abs()
+    if sign == "signed":
+        return summed
+    raise ValueError(f"sign={sign!r}: use 'positive', 'absolute' or 'signed'")
+
+
+def attention_attribution(model: nn.Module, images: torch.Tensor, head: str, target: Target | Sequence[Target],
+                          which: Literal["last", "mean"] = "mean") -> torch.Tensor:
+    """The model's cross-attention of the target's query, upsampled to the image: (B, H, W).
+
+    Averaged over heads (and blocks, ``which="mean"``), as in ``03``; bilinear upsampling
+    from the token grid. Each map's mean is 1 / (h w) of the grid's mass per token cell.
+    """
+    if getattr(model, "encoder", None) is None or getattr(model, "backbone", None) is None:
+        raise ValueError("the 'attention' method needs an image model with cross-attention")
+    index = target_indices(head, target, len(images)).to(images.device) + _QUERY_OFFSET[head]
+    with torch.no_grad():
+        out = model(images, return_attention=True)
+    maps = attention_maps(out["attention"], model.backbone.grid_size, which=which)  # (B, 22, h, w)
+    chosen = maps[torch.arange(len(images), device=images.device), index]
+    return F.interpolate(chosen[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def attribute(model: nn.Module, images: torch.Tensor, head: str, target: Target | Sequence[Target],
+              method: str = "integrated_gradients", *, sign: Sign = "positive",
+              baseline: str | float | torch.Tensor = "blur", probability: bool = False, n_steps: int = 16,
+              nt_samples: int = 4, nt_stdev: float = 0.1, n_samples: int = 16, window: int = 16, stride: int = 8,
+              layer: nn.Module | None = None, internal_batch_size: int | None = 256,
+              return_delta: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attribution maps (B, H, W) for ``images`` (B, 3, H, W) in [0, 1] and one output of ``model``.
+
+    ``head``/``target`` pick the output as in :class:`TargetOutput`; ``target`` may also be one
+    target per image. ``method`` (one of :data:`METHODS`):
+
+    - ``"saliency"``: |gradient| of the output at the image (Simonyan et al. 2014).
+    - ``"integrated_gradients"``: (x - baseline) times the gradient averaged along the straight
+      path from ``baseline`` to x, ``n_steps`` points (Sundararajan et al. 2017). Its
+      attributions add up to f(x) - f(baseline) (completeness; ``return_delta=True`` also
+      returns the per-image error of that sum, from Captum).
+    - ``"noise_tunnel"``: the IG maps averaged over ``nt_samples`` copies of the image with
+      Gaussian noise of ``nt_stdev`` (SmoothGrad, Smilkov et al. 2017).
+    - ``"gradient_shap"``: expected gradients over random points between noisy copies of the image
+      and references drawn from {baseline images, black, gray}, ``n_samples`` per image.
+    - ``"occlusion"``: the output's drop when a ``window`` x ``window`` patch is replaced by the
+      baseline, moved by ``stride`` pixels (Zeiler and Fergus 2014).
+    - ``"grad_cam"``: Grad-CAM (Selvaraju et al. 2017) on ``layer`` (default: the backbone layer
+      that makes the tokens, :func:`find_feature_layer`), upsampled bilinearly to the image with
+      Captum's ``LayerAttribution.interpolate``.
+    - ``"attention"``: not a gradient at all: the model's own cross-attention of that output's
+      query (:func:`attention_attribution`); ``sign`` does not apply (it is never negative).
+
+    Per-pixel attributions of the gradient methods are summed over the 3 colour channels and
+    then reduced by ``sign``: ``"positive"`` (default) keeps the evidence *for* the output
+    (the part that raised it), ``"absolute"`` the magnitude either way, ``"signed"`` both.
+    Saliency is a magnitude already. ``baseline``: see :func:`baseline_images`. ``probability``:
+    explain the AU/EXPR probability instead of the logit. The model runs in eval mode (its
+    mode is restored afterwards); results are detached float32 on the images' device.
+    """
+    from captum.attr import (GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
+                             Occlusion, Saliency)
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {list(METHODS)}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images have shape {tuple(images.shape)}, expected (B, 3, H, W)")
+    images = images.detach().float().requires_grad_(method != "attention")
+    targets = target_indices(head, target, len(images)).to(images.device)
+    was_training = model.training
+    model.eval()
+    try:
+        if method == "attention":
+            maps = attention_attribution(model, images, head, targets.tolist())
+            return (maps, torch.zeros(len(images))) if return_delta else maps
+        forward = HeadOutput(model, head, probability)
+        reference = baseline_images(images, baseline)
+        delta = None
+        if method == "saliency":
+            attr = Saliency(forward).attribute(images, target=targets, abs=True)
+        elif method == "integrated_gradients":
+            out = IntegratedGradients(forward).attribute(images, baselines=reference, target=targets,
+                                                         n_steps=n_steps, internal_batch_size=internal_batch_size,
+                                                         return_convergence_delta=return_delta)
+            attr, delta = out if return_delta else (out, None)
+        elif method == "noise_tunnel":
+            attr = NoiseTunnel(IntegratedGradients(forward)).attribute(
+                images, nt_type="smoothgrad", nt_samples=nt_samples, nt_samples_batch_size=max(1, len(images)),
+                stdevs=nt_stdev, baselines=reference, target=targets, n_steps=n_steps,
+                internal_batch_size=internal_batch_size)
+        elif method == "gradient_shap":
+            pool = torch.cat([reference, torch.zeros_like(images[:1]), torch.full_like(images[:1], 0.5)])
+            attr = GradientShap(forward).attribute(images, baselines=pool, target=targets, n_samples=n_samples,
+                                                   stdevs=0.05)
+        elif method == "occlusion":
+            attr = Occlusion(forward).attribute(images, sliding_window_shapes=(3, window, window),
+                                                strides=(3, stride, stride), baselines=reference, target=targets,
+                                                perturbations_per_eval=max(1, 256 // max(1, len(images))))
+        else:  # grad_cam
+            layer = layer if layer is not None else find_feature_layer(model)
+            cam = LayerGradCam(forward, layer).attribute(images, target=targets,
+                                                         relu_attributions=False)
+            attr = LayerAttribution.interpolate(cam.detach(), tuple(images.shape[-2:]), interpolate_mode="bilinear")
+        maps = _reduce(attr.detach().float(), sign)
+        if return_delta:
+            return maps, (delta.detach() if delta is not None else torch.full((len(images),), float("nan")))
+        return maps
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------- localisation
+
+
+def localization_ratio(attribution: np.ndarray | torch.Tensor, region: np.ndarray | torch.Tensor) -> float:
+    """Share of the positive attribution inside ``region``, divided by the region's share of the image.
+
+    ``attribution`` (H, W) (negative values are ignored: only evidence *for* the output counts),
+    ``region`` (H, W) bool. 1 = chance (e.g. a uniform map), 1 / share = everything inside,
+    0 = everything outside. NaN when there is no positive attribution at all; an empty or
+    full region raises ``ValueError`` (the ratio is undefined or always 1).
+    """
+    a = torch.as_tensor(attribution, dtype=torch.float64)
+    m = torch.as_tensor(np.asarray(region), dtype=torch.bool) if not torch.is_tensor(region) else region.bool()
+    if a.shape != m.shape:
+        raise ValueError(f"attribution {tuple(a.shape)} and region {tuple(m.shape)} differ in shape")
+    share = float(m.double().mean())
+    if share == 0.0 or share == 1.0:
+        raise ValueError("the region is empty or covers the whole image: the ratio is undefined")
+    positive = a.clamp(min=0)
+    total = float(positive.sum())
+    if total <= 0.0:
+        return float("nan")
+    return float(positive[m.to(a.device)].sum()) / total / share
+
+
+def _pairs(root: Path, table: "pd.DataFrame", max_frames: int | None, seed: int, image_size: int
+           ) -> "pd.DataFrame":
+    """(frame row, AU) pairs of ``table`` where the AU is active (clean labels) and its region is drawn."""
+    import pandas as pd
+
+    from .data.synth import au_region_masks, load_ground_truth
+
+    table = table.reset_index(drop=True)
+    truth = {v: load_ground_truth(root, v) for v in table["video"].unique()}
+    active = np.stack([truth[r.video]["au"][r.frame - 1] for r in table.itertuples()]).astype(bool)
+    rows = np.flatnonzero(active.any(1))
+    if max_frames is not None and len(rows) > max_frames:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_frames, replace=False))
+    out = []
+    for row in rows:
+        r = table.iloc[row]
+        masks = au_region_masks(truth[r.video], int(r.frame) - 1, image_size)
+        for au in np.flatnonzero(active[row]):
+            if 0 < masks[au].mean() < 1:
+                out.append({"row": int(row), "image": r.image, "au": AU_NAMES[au], "au_index": int(au),
+                            "region_share": float(masks[au].mean()), "mask": masks[au]})
+    return pd.DataFrame(out)
+
+
+def localization_scores(model: nn.Module, root: Path | str, table: "pd.DataFrame",
+                        methods: Sequence[str] = METHODS, *, max_frames: int | None = None, seed: int = 0,
+                        batch_size: int = 16, method_kwargs: dict[str, dict[str, Any]] | None = None,
+                        per_pair: bool = False, progress_bar: bool = True, **kwargs: Any) -> "pd.DataFrame":
+    """Per AU and method: the mean :func:`localization_ratio` over the frames of ``table`` where the AU is active.
+
+    "Active" comes from the generator's clean labels (``ground_truth/``, not the noisy
+    annotations) and the region from :func:`course_lib.data.synth.au_region_masks`, so this
+    works on SynthAffWild only. Each active (frame, AU) pair is explained with the AU head and
+    that AU as the target. ``max_frames``: a random subset (``seed``) of the frames with an
+    active AU. ``method_kwargs``: per-method options for :func:`attribute`; ``kwargs``: options
+    for every method. Returns a (12 AUs x methods) table of mean ratios (NaN for an AU never
+    active), or with ``per_pair=True`` one row per (frame, AU, method) with its ratio and the
+    region's share of the image. Timing per method is in ``.attrs["seconds"]``.
+    """
+    import pandas as pd
+
+    from .data.abaw import FrameDataset
+    from .progress import progress
+
+    root = Path(root)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}: use {list(METHODS)}")
+    table = table.reset_index(drop=True)
+    frames = FrameDataset(table, root)
+    image_size = int(frames[0]["image"].shape[-1])
+    pairs = _pairs(root, table, max_frames, seed, image_size)
+    if pairs.empty:
+        raise ValueError("no frame of the table has an active AU with a drawn region")
+    device = next(model.parameters()).device
+    records: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+    steps = [(m, s) for m in methods for s in range(0, len(pairs), batch_size)]
+    for method, start in progress(steps, desc="attributions", disable=not progress_bar):
+        chunk = pairs.iloc[start:start + batch_size]
+        images = torch.stack([frames[int(r)]["image"] for r in chunk["row"]]).to(device)
+        tick = time.perf_counter()
+        maps = attribute(model, images, "au", chunk["au_index"].tolist(), method,
+                         **{**kwargs, **(method_kwargs or {}).get(method, {})}).cpu()
+        seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - tick
+        for m, (_, p) in zip(maps, chunk.iterrows()):
+            records.append({"image": p["image"], "au": p["au"], "method": method,
+                            "ratio": localization_ratio(m, p["mask"]), "region_share": p["region_share"]})
+    long = pd.DataFrame(records)
+    long.attrs["seconds"] = seconds
+    if per_pair:
+        return long
+    wide = long.pivot_table(index="au", columns="method", values="ratio", aggfunc="mean")
+    wide = wide.reindex(index=list(AU_NAMES), columns=list(methods))
+    wide.index.name, wide.columns.name = "AU", "method"
+    wide.attrs["seconds"] = seconds
+    wide.attrs["frames"] = long[long["method"] == methods[0]].groupby("au").size().reindex(list(AU_NAMES)).fillna(0)
+    return wide
+
+
+# --------------------------------------------------------------------------- the sanity check
+
+
+def _stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
+    """The model's parts from the output down to the pixels, for cascading randomisation."""
+    stages: list[tuple[str, list[nn.Module]]] = []
+    for name in ("au_to_expr", "heads", "graph", "au_nodes", "project"):
+        part = getattr(model, name, None)
+        if part is not None:
+            stages.append((name, [part]))
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None:
+        stages.append(("encoder.norm", [encoder.norm]))
+        for i in reversed(range(len(encoder.blocks))):
+            stages.append((f"encoder.blocks.{i}", [encoder.blocks[i]]))
+        stages.append(("encoder.queries+reducer", [encoder.queries, encoder.reducer]))
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:
+        parts: list[tuple[str, nn.Module]] = []
+        for name, child in backbone.model.named_children():
+            if isinstance(child, (nn.Sequential, nn.ModuleList)):
+                parts.extend((f"backbone.{name}.{n}", c) for n, c in child.named_children())
+            else:
+                parts.append((f"backbone.{name}", child))
+        parts = [(n, c) for n, c in parts if any(True for _ in c.parameters())]
+        stages.extend((n, [c]) for n, c in reversed(parts))
+    if not stages:
+        raise ValueError("found no parts to randomise in this model")
+    return stages
+
+
+@torch.no_grad()
+def _randomize(modules: Sequence[nn.Module], generator_seed: int) -> None:
+    """Re-initialise every parameter of ``modules`` (their own ``reset_parameters``, else a normal draw)."""
+    torch.manual_seed(generator_seed)
+    for module in modules:
+        covered: set[int] = set()
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters") and callable(sub.reset_parameters):
+                sub.reset_parameters()
+                covered.update(id(p) for p in sub.parameters(recurse=False))
+        for p in module.parameters():
+            if id(p) not in covered:
+                std = float(p.std()) if p.numel() > 1 else 0.02
+                p.normal_(0.0, std if std > 0 else 0.02)
+
+
+def randomized_copies(model: nn.Module, mode: Literal["cascading", "full"] = "cascading", seed: int = 0
+                      ) -> list[tuple[str, nn.Module]]:
+    """Copies of ``model`` with weights re-initialised at random (Adebayo et al. 2018).
+
+    ``"cascading"``: one copy per stage, randomising from the output down: the heads first,
+    then the cross-attention blocks, ..., the backbone's first layer last; each copy keeps the
+    previous stages randomised. ``"full"``: one copy with every part randomised. Returns
+    ``[(name of the last stage randomised, model), ...]``; the models are in eval mode.
+    """
+    if mode not in ("cascading", "full"):
+        raise ValueError(f"mode={mode!r}: use 'cascading' or 'full'")
+    stages = _stages(model)
+    current = copy.deepcopy(model).eval()
+    if mode == "full":
+        named = dict(_stages(current))
+        _randomize([m for mods in named.values() for m in mods], seed)
+        return [("everything", current)]
+    out = []
+    for i, (name, _) in enumerate(stages):
+        current = copy.deepcopy(current)
+        _randomize(dict(_stages(current))[name], seed + i)
+        out.append((name, current.eval()))
+    return out
+
+
+def rank_correlation(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """Spearman rank correlation of two maps (ties get their average rank)."""
+    import pandas as pd
+
+    x = pd.Series(np.asarray(a, dtype=np.float64).ravel()).rank().to_numpy()
+    y = pd.Series(np.asarray(b, dtype=np.float64).ravel()).rank().to_numpy()
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def sanity_check(model: nn.Module, images: torch.Tensor, head: str, target: Target | Sequence[Target],
+                 methods: Sequence[str] = ("saliency", "integrated_gradients", "grad_cam"), *,
+                 mode: Literal["cascading", "full"] = "cascading", seed: int = 0, sign: Sign = "absolute",
+                 **kwargs: Any) -> tuple["pd.DataFrame", dict[str, dict[str, torch.Tensor]]]:
+    """Model randomisation test: how similar are the attributions of the trained and the randomised model?
+
+    For each copy of :func:`randomized_copies` and each method, the Spearman rank correlation
+    (:func:`rank_correlation`) between its maps and the trained model's maps, averaged over the
+    images. An explanation that depends on what the model learned falls towards 0 as the
+    weights are destroyed; one that stays high reflects the image, not the model. ``sign``
+    defaults to ``"absolute"``, as Adebayo et al. compare magnitudes. Returns the table (rows:
+    ``"trained"`` then the stages; columns: methods) and the maps ``{stage: {method: (B, H, W)}}``.
+    """
+    import pandas as pd
+
+    copies = [("trained", model), *randomized_copies(model, mode, seed)]
+    maps: dict[str, dict[str, torch.Tensor]] = {}
+    rows = []
+    for name, m in copies:
+        maps[name] = {method: attribute(m, images, head, target, method, sign=sign, **kwargs).cpu()
+                      for method in methods}
+        rows.append({"randomised up to": name, **{
+            method: float(np.mean([rank_correlation(a, b) for a, b in zip(maps["trained"][method], maps[name][method])]))
+            for method in methods}})
+    return pd.DataFrame(rows).set_index("randomised up to"), maps
+
+
+__all__ = ["EXPLAIN_HEADS", "HEADS", "HeadOutput", "ImageModel", "METHODS", "METHOD_LABELS", "TARGETS",
+           "TargetOutput", "VA_NAMES", "attention_attribution", "attribute", "baseline_images",
+           "course_image_model", "find_feature_layer", "gradients_through_backbone", "localization_ratio",
+           "localization_scores", "randomized_copies", "rank_correlation", "sanity_check", "target_index",
+           "target_indices"]
