@@ -89,6 +89,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def configure_matplotlib() -> bool:
+    """Draw matplotlib figures inline in a notebook kernel, whatever ``MPLBACKEND`` says.
+
+    A kernel started with ``MPLBACKEND=Agg`` in its environment (CI, test runners, some
+    servers) would otherwise draw every figure into nothing, and the executed notebook would
+    lack them. Returns whether a kernel was found.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the course
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False
+    shell.run_line_magic("matplotlib", "inline")
+    return True
+
+
 def setup_notebook(smoke: bool | None = None, seed: int = 0, *, quiet: bool = False) -> NotebookEnv:
     """Prepare a notebook: mode, seeds, device, plotly, and a printed environment report.
 
@@ -105,6 +123,7 @@ def setup_notebook(smoke: bool | None = None, seed: int = 0, *, quiet: bool = Fa
         props = torch.cuda.get_device_properties(device)
         gpu_name, gpu_mem = props.name, props.total_memory / 1024**3
     configure_plotly()
+    configure_matplotlib()
     warnings.filterwarnings("ignore", message=".*IProgress not found.*")
     env = NotebookEnv(
         mode=mode, seed=seed, device=device, gpu_name=gpu_name, gpu_memory_gb=gpu_mem,

@@ -28,6 +28,9 @@ def test_notebook_runs_in_smoke_mode(path, repo):
     figures = [o for o in outputs if o.output_type in ("display_data", "execute_result")
                and ("image/png" in o.data or "application/vnd.plotly.v1+json" in o.data)]
     assert figures, f"{path.name} shows no figure"
+    if any("plt.show()" in c.source for c in executed.cells if c.cell_type == "code"):
+        pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+        assert pngs, f"{path.name} draws matplotlib figures but none reached the executed notebook"
     assert any("not attempted yet" in o.get("text", "") or "passed" in o.get("text", "") for o in outputs), \
         f"{path.name}: no exercise checker printed its verdict"
     source = nbformat.read(path, as_version=4)
