@@ -76,3 +76,13 @@ def test_exercises_are_checked(path):
     registered = {k for k in exercises.registry() if k.startswith(prefix)}
     assert used, f"{path.name} calls no checker"
     assert used == registered, f"{path.name}: checkers used {sorted(used)} vs registered {sorted(registered)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_that_train_ask_colab_for_a_gpu(path):
+    """From 02 on every notebook trains or runs a backbone: Colab should open it on a (T4) GPU runtime."""
+    number = int(NOTEBOOK_PATTERN.match(path.name).group(1))
+    meta = _nb(path).metadata
+    if number >= 2:
+        assert meta.get("accelerator") == "GPU", f"{path.name}: metadata lacks accelerator: GPU"
+        assert meta.get("colab", {}).get("gpuType") == "T4", f"{path.name}: metadata lacks colab.gpuType T4"
