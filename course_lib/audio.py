@@ -26,9 +26,8 @@ pieces, in the order the notebook builds them:
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from torch import nn
 from .data.abaw import FrameLabels
 from .data.voice import SAMPLE_RATE, read_wav
 from .features import CachedFeatures, _Rows
+from .files import atomic_write
 from .labels import AU_NAMES, EXPR_NAMES
 
 #: Seed 003's log-Mel settings: 64 bands, 20 ms window, 10 ms hop.
@@ -167,17 +167,6 @@ def _fps_of(root: Path, fps: float | dict[str, float] | None, video: str) -> flo
                          "{video: fps}) so that frames can be aligned with the audio") from None
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def video_log_mel(root: Path | str, video: str, *, sample_rate: int = SAMPLE_RATE, n_mels: int = N_MELS,
                   win_ms: float = WIN_MS, hop_ms: float = HOP_MS) -> np.ndarray:
     """The log-Mel of one video's WAV (resampled to ``sample_rate`` if it has another rate)."""
@@ -241,7 +230,9 @@ def audio_features(root: Path | str, table: pd.DataFrame, *, context: int = CONT
             logmel = video_log_mel(root, str(video), sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms,
                                    hop_ms=hop_ms)
             if cached is not None:
-                _save_atomic(cached, logmel)
+                buf = io.BytesIO()
+                np.save(buf, logmel)
+                atomic_write(cached, buf.getvalue())
         if logmel.shape[0] != n_mels:
             raise ValueError(f"cached log-Mel of {video!r} has {logmel.shape[0]} bands, not {n_mels}: "
                              f"delete {folder}")

@@ -17,8 +17,6 @@ class weights) as in the ABAW systems, because rare AUs and classes otherwise ne
 
 from __future__ import annotations
 
-import io
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +77,7 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
 
     from .data.abaw import FrameDataset, read_mtl_annotations
     from .data.synth import dataset_fingerprint
-    from .train import TrainConfig, fit
+    from .train import TrainConfig, fit, save_checkpoint
 
     root = Path(root)
     settings = {**COURSE_BACKBONE[mode], **overrides}
@@ -114,12 +112,9 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
                                                                   weight_decay=0.05))
     seconds = time.perf_counter() - start
     backbone = model.backbone
-    buf = io.BytesIO()
-    torch.save({"backbone": backbone.state_dict(), "settings": settings, "history": result.history.to_dict("list"),
-                "scores": result.best_scores, "seconds": seconds}, buf)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    save_checkpoint(path, {"backbone": backbone.state_dict(), "settings": settings,
+                           "history": result.history.to_dict("list"), "scores": result.best_scores,
+                           "seconds": seconds})
     backbone.freeze()
     return CourseBackbone(backbone=backbone, fingerprint=backbone_fingerprint(backbone), path=path, settings=settings,
                           history=result.history, scores=result.best_scores, seconds=seconds, trained_now=True)

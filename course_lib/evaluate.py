@@ -339,7 +339,7 @@ def write_submission(df: pd.DataFrame, path: str | Path,
     12 AU decisions (``prob_<AU> >= threshold``) as 0/1. Valence and arousal are clipped to
     [-1, 1]; the expression is the predicted class id.
     """
-    from .data.abaw import _write_atomic
+    from .files import atomic_write
 
     path = Path(path)
     need = ["image", "pred_valence", "pred_arousal", "pred_expression", *AU_PROB_COLUMNS]
@@ -355,7 +355,7 @@ def write_submission(df: pd.DataFrame, path: str | Path,
     lines = [SUBMISSION_HEADER]
     for image, (v, a), e, row in zip(df["image"].astype(str), va, df["pred_expression"].astype(int), aus):
         lines.append(f"{image},{v:.6g},{a:.6g},{e}," + ",".join(map(str, row)))
-    _write_atomic(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -29,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import io
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -231,7 +229,6 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     course backbone's weights in its backbone and the trained heads' weights everywhere else;
     it is returned on ``device`` (default CPU: explanations run per image) in eval mode.
     """
-    import pandas as pd
     from torch.utils.data import DataLoader
 
     from .config import cache_dir
@@ -239,7 +236,7 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     from .data.abaw import read_mtl_annotations
     from .features import CachedFrameDataset
     from .models import MTLConfig, MultiTaskModel
-    from .train import TrainConfig, fit
+    from .train import TrainConfig, fit, save_checkpoint
 
     root = Path(root)
     settings = {**EXPLAIN_HEADS[mode], **overrides}
@@ -271,12 +268,8 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
                      config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"], seed=seed), input_key="tokens",
                      device=device, progress_bar=progress_bar)
         scores, seconds, trained_now = result.best_scores, result.seconds, True
-        buf = io.BytesIO()
-        torch.save({"heads": {k: v.cpu() for k, v in heads.state_dict().items()}, "settings": settings,
-                    "scores": scores, "seconds": seconds, "history": result.history.to_dict("list")}, buf)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        save_checkpoint(path, {"heads": {k: v.cpu() for k, v in heads.state_dict().items()}, "settings": settings,
+                               "scores": scores, "seconds": seconds, "history": result.history.to_dict("list")})
 
     image_config = MTLConfig(**{**asdict(config), "token_dim": None, "backbone": cb.settings["name"],
                                 "image_size": cb.settings["image_size"], "pretrained": False,

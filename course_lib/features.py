@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -40,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from .config import cache_dir, get_device
+from .files import atomic_write
 from .data.abaw import FrameDataset, FrameLabels, WindowedLabels, _checked_table, read_mtl_annotations
 from .progress import progress
 
@@ -75,18 +75,6 @@ def _paths(folder: Path, split: str) -> dict[str, Path]:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", split):
         raise ValueError(f"split {split!r} is not a plain name (letters, digits, '_', '-', '.')")
     return {part: folder / f"{split}{_SUFFIX[part]}" for part in _PARTS}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: never half written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_images(path: Path) -> list[str]:
@@ -288,7 +276,7 @@ def extract_features(backbone: nn.Module, table: pd.DataFrame, root: str | os.Pa
                               f"{type(backbone).__name__}: is the key right?", stacklevel=2)
     else:
         _remove(paths)
-        _write_atomic(paths["images"], "".join(f"{name}\n" for name in images))
+        atomic_write(paths["images"], "".join(f"{name}\n" for name in images))
 
     tokens_out = pooled_out = None
     if meta is not None:  # resume: the arrays exist with the shapes recorded in the meta file
@@ -337,7 +325,7 @@ def extract_features(backbone: nn.Module, table: pd.DataFrame, root: str | os.Pa
                 pooled_out.flush()
                 done = end
                 meta.update(done=done, seconds=round(seconds + time.perf_counter() - start, 3))
-                _write_atomic(paths["meta"], json.dumps(meta, indent=1))
+                atomic_write(paths["meta"], json.dumps(meta, indent=1))
                 bar.update(len(tokens))
     finally:
         bar.close()
@@ -345,7 +333,7 @@ def extract_features(backbone: nn.Module, table: pd.DataFrame, root: str | os.Pa
         del tokens_out, pooled_out  # close the memmaps
     if done != n:  # pragma: no cover - the loader yields every remaining frame
         raise RuntimeError(f"extraction stopped at {done} of {n} frames")
-    _write_atomic(paths["ready"], time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    atomic_write(paths["ready"], time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     return CachedFeatures(folder, split)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import math
 import os
 import random
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_write
 from .labels import MISSING_AU, MISSING_EXPR, MISSING_VA
 from .losses import MultiTaskLoss
 from .metrics import p_mtl
@@ -126,18 +128,17 @@ def predict(model: nn.Module, loader, *, input_key: InputKey = "tokens", device:
 
     rows, valid = result.pop("indices"), result.pop("valid")
     stitched: dict[str, np.ndarray] = {}
-    for key in ("au_pred", "expr_pred", "va_pred", *LABEL_KEYS):
-        if key in result:
-            value = result[key]
-            per_row, covered = stitch_windows(rows, valid, value.reshape(*value.shape[:2], -1).astype(np.float64))
-            stitched[key] = per_row.reshape(len(per_row), *value.shape[2:])
+    for key in ("au_pred", "expr_pred", "va_pred"):
+        value = result[key]
+        per_row, covered = stitch_windows(rows, valid, value.reshape(*value.shape[:2], -1).astype(np.float64))
+        stitched[key] = per_row.reshape(len(per_row), *value.shape[2:])
     keep = np.flatnonzero(covered)
     stitched = {k: v[keep] for k, v in stitched.items()}
-    for key in LABEL_KEYS:
-        if key in stitched:
-            like = result[key]
-            stitched[key] = (stitched[key] > 0.5) if like.dtype == bool else stitched[key].round().astype(like.dtype) \
-                if np.issubdtype(like.dtype, np.integer) else stitched[key].astype(like.dtype)
+    for key in LABEL_KEYS:  # a frame has the same labels in every window: take them from any one
+        if key in result:
+            labels = np.zeros((len(covered), *result[key].shape[2:]), dtype=result[key].dtype)
+            labels[rows[valid]] = result[key][valid]
+            stitched[key] = labels[keep]
     stitched["index"] = keep
     return stitched
 
@@ -216,15 +217,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     An interruption (power cut, Colab disconnect, Ctrl-C) leaves the previous checkpoint
     intact, never half a file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -41,3 +41,15 @@ def repo() -> Path:
 def test_tmp() -> Path:
     """A temporary folder shared by the whole session (data, caches)."""
     return _TMP
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread: tiny models train several times faster on one thread when
+    other work shares the 2 cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

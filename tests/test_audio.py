@@ -264,15 +264,6 @@ class Stem(nn.Module):
         return {"tokens": tokens, "pooled": tokens.mean(1)}
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run faster on one thread than on two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_fit_on_audio_and_cached_visual_features(root, tables, fresh_cache, one_thread):
     from course_lib.train import TrainConfig, fit, predict
 

@@ -220,15 +220,6 @@ def smoothed_task(lengths, dim=8, half=2, seed=0):
     return x, make_table(lengths, labels)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train several times faster on one thread when other work shares the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_temporal_model_learns_what_needs_time_and_the_per_frame_one_cannot(one_thread):
     x_train, train = smoothed_task([64] * 8, seed=0)
     x_val, val = smoothed_task([64] * 3, seed=1)

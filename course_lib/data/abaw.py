@@ -18,7 +18,6 @@ import csv
 import errno
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -36,6 +35,7 @@ try:  # torchvision's JPEG decoder is fast; it is deprecated since torchvision 0
 except ImportError:  # pragma: no cover - a torchvision without image ops: decode_frame uses PIL
     decode_jpeg = None
 
+from ..files import atomic_write
 from ..labels import AU_NAMES, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA, MTL_HEADER
 from ..progress import progress
 
@@ -348,25 +348,6 @@ def _format_floats(values: np.ndarray) -> np.ndarray:
     return text
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_mtl_annotations(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a table in the s-Aff-Wild2 multi-task format, atomically; returns ``path``.
 
@@ -393,7 +374,7 @@ def write_mtl_annotations(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         **{c: fields[c].to_numpy().astype(np.int64) for c in ("expression", *AU_NAMES)},
     })
     body = out.to_csv(header=False, index=False, lineterminator="\n", quoting=csv.QUOTE_NONE)
-    _write_atomic(path, MTL_HEADER + "\n" + body)
+    atomic_write(path, MTL_HEADER + "\n" + body, durable=True)
     return path
 
 

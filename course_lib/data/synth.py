@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..files import atomic_write
 from ..labels import AU_NAMES, EXPR_CIRCUMPLEX, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA
 from .face import (AU_THRESHOLD, REGION_VERTICES, SKIN_TONES, Identity, Occluder, Pose, render_face, region_mask,
                    sample_identity)
@@ -428,7 +429,7 @@ def _render_video(plan: VideoPlan, root: str, image_size: int, seed: int) -> str
         (partial / f"{i + 1:05d}.jpg").write_bytes(buf.getvalue())
         regions[i] = _pack_regions(regs)
     gt_dir = root_p / "ground_truth"
-    _atomic_write(gt_dir / f"{plan.name}.npz", _npz_bytes(
+    atomic_write(gt_dir / f"{plan.name}.npz", _npz_bytes(
         valence=plan.valence.astype(np.float32), arousal=plan.arousal.astype(np.float32),
         expression=plan.expression.astype(np.int8), episode_class=plan.episode_class.astype(np.int8),
         au=(plan.au_intensity >= AU_THRESHOLD).astype(np.int8), au_intensity=plan.au_intensity.astype(np.float16),
@@ -436,7 +437,7 @@ def _render_video(plan: VideoPlan, root: str, image_size: int, seed: int) -> str
         pose=np.array([[p.roll, p.scale, p.dx, p.dy, p.yaw] for p in plan.poses], dtype=np.float32),
     ))
     if plan.audio is not None:
-        _atomic_write(root_p / "audio" / f"{plan.name}.wav", wav_bytes(plan.audio))
+        atomic_write(root_p / "audio" / f"{plan.name}.wav", wav_bytes(plan.audio))
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
@@ -447,13 +448,6 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------
@@ -545,7 +539,7 @@ def generate_dataset(root: Path | str, *, n_videos: int, frames_per_video: int, 
         for f in ("training_set_annotations.txt", "validation_set_annotations.txt", "metadata.json"):
             (root / f).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_write(partial_path, json.dumps(config).encode())
+    atomic_write(partial_path, json.dumps(config).encode())
     plans = plan_dataset(n_videos, frames_per_video, seed=seed, audio=audio, val_fraction=val_fraction)
 
     def done(p: VideoPlan) -> bool:
@@ -577,7 +571,7 @@ def generate_dataset(root: Path | str, *, n_videos: int, frames_per_video: int, 
                 "image_size": image_size, "splits": {s: [p.name for p in plans if p.split == s]
                                                      for s in ("train", "validation")},
                 "frames": {p.name: p.n_frames for p in plans}}
-    _atomic_write(meta_path, json.dumps(metadata, indent=1).encode())
+    atomic_write(meta_path, json.dumps(metadata, indent=1).encode())
     partial_path.unlink(missing_ok=True)
     return root
 
