@@ -20,8 +20,8 @@ endif
 .PHONY: help course test lab slides venv clean
 
 help:
-	@echo "make course   run the whole course: data, every notebook (papermill), slides; MODE=auto|smoke|full"
-	@echo "make test     unit, notebook and hygiene tests"
+	@echo "make course   run the whole course: data, every notebook (papermill), slides, HTML pages; MODE=auto|smoke|full"
+	@echo "make test     unit, notebook, hygiene and browser tests (browser tests need chromium)"
 	@echo "make lab      JupyterLab in the course environment"
 	@echo "make slides   build the slide decks into build/slides/"
 	@echo "make clean    remove build/ (keeps .venv and data/)"

@@ -16,7 +16,7 @@ from .config import repo_root
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([a-z0-9_]+)\.ipynb$")
 _TITLE = re.compile(r"^#\s+(\d{2})\s*·\s*(.+?)\s*$", re.MULTILINE)
-_IDEA = re.compile(r"^\*\*Idea:\*\*\s*(.+?)\s*$", re.MULTILINE)
+_IDEA = re.compile(r"^\*\*Idea:\*\*\s*(.+?)\s*(?:\n\s*\n|\Z)", re.MULTILINE | re.DOTALL)  # one paragraph
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,14 @@ def course_notebooks(folder: Path | None = None) -> list[Path]:
 
 
 def read_notebook_info(path: Path) -> NotebookInfo:
-    """Title and idea of one notebook, from its first markdown cell."""
+    """Title and idea of one notebook, from its first markdown cell.
+
+    In an executed copy, the error cell papermill puts on top of a failed notebook is skipped.
+    """
     path = Path(path)
     nb = json.loads(path.read_text(encoding="utf-8"))
-    first_md = next((c for c in nb.get("cells", []) if c.get("cell_type") == "markdown"), None)
+    first_md = next((c for c in nb.get("cells", []) if c.get("cell_type") == "markdown"
+                     and "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])), None)
     if first_md is None:
         raise ValueError(f"{path}: no markdown cell; the first one must hold '# NN · Title'")
     text = "".join(first_md["source"]) if isinstance(first_md["source"], list) else first_md["source"]
@@ -52,7 +56,7 @@ def read_notebook_info(path: Path) -> NotebookInfo:
     if idea is None:
         raise ValueError(f"{path}: first markdown cell lacks an '**Idea:** ...' line")
     return NotebookInfo(number=int(title.group(1)), name=path.stem, title=title.group(2),
-                        idea=idea.group(1), path=path)
+                        idea=" ".join(idea.group(1).split()), path=path)
 
 
 def course_map(folder: Path | None = None) -> "pandas.DataFrame":  # noqa: F821

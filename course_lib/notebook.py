@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -59,19 +60,38 @@ class NotebookEnv:
         return "\n".join(lines)
 
 
+def _offline_notebook_renderer():
+    """plotly's ``notebook`` renderer without the MathJax script it loads from a CDN in every figure."""
+    from plotly.io._base_renderers import NotebookRenderer
+
+    class OfflineNotebookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict):
+            bundle = super().to_mimebundle(fig_dict)
+            bundle["text/html"] = _CDN_SCRIPT.sub("", bundle["text/html"])
+            return bundle
+
+    return OfflineNotebookRenderer()
+
+
+_CDN_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+
+
 def configure_plotly() -> str:
     """Choose a plotly renderer that shows figures live *and* in executed notebooks.
 
-    ``plotly_mimetype`` renders in JupyterLab; ``notebook`` embeds plotly.js in the output, so
-    a notebook executed by papermill shows its figures when opened or exported to HTML, with
-    no network. Colab keeps its own ``colab`` renderer.
+    ``plotly_mimetype`` renders in JupyterLab; ``course_notebook`` (plotly's ``notebook``
+    renderer minus its MathJax CDN script) embeds plotly.js in the output, so a notebook
+    executed by papermill shows its figures when opened or exported to HTML, with no
+    network (see :mod:`course_lib.pages`). Colab keeps its own ``colab`` renderer.
     """
     import plotly.io as pio
 
+    if "course_notebook" not in pio.renderers:
+        pio.renderers["course_notebook"] = _offline_notebook_renderer()
     if on_colab():
         pio.renderers.default = "colab"
     else:
-        pio.renderers.default = "plotly_mimetype+notebook"
+        pio.renderers.default = "plotly_mimetype+course_notebook"
     pio.templates.default = "plotly_white"
     return pio.renderers.default
 

@@ -2,9 +2,13 @@
 
 A deck is Markdown with slides separated by a line ``---``. Lines after a line ``Note:`` are
 speaker notes (press ``n`` while presenting). ``![caption](figure:NAME)`` inserts a figure
-drawn by the course's own code (see :data:`FIGURES`), embedded as a PNG. The HTML inlines
-its style and script: it opens offline, with no CDN. Arrow keys or space move between
-slides, ``n`` shows the notes, ``#5`` in the address opens slide 5.
+drawn by the course's own code (see :data:`FIGURES`), embedded as a PNG.
+``![caption](notebook:NN_name/TAG)`` inserts what a notebook computed: the first PNG (or, failing
+that, the table) output by the cell tagged ``slide-TAG`` in the *executed* copy of that
+notebook (``build/notebooks/``, written by ``make course``); a missing or outdated copy is
+executed first. So every result on a slide was measured by the course's code, never typed.
+The HTML inlines its style and script: it opens offline, with no CDN. Arrow keys or space
+move between slides, ``n`` shows the notes, ``#5`` in the address opens slide 5.
 """
 
 from __future__ import annotations
@@ -12,12 +16,20 @@ from __future__ import annotations
 import base64
 import html
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from .config import build_dir, repo_root
 
 _FIGURE = re.compile(r"!\[([^\]]*)\]\(figure:([a-z_]+)\)")
+_NOTEBOOK_FIGURE = re.compile(r"!\[([^\]]*)\]\(notebook:(\d\d_[a-z0-9_]+)/([a-z0-9-]+)\)")
+#: Cells whose output a deck may show carry the tag ``slide-NAME``.
+TAG_PREFIX = "slide-"
+
+
+class SlideError(ValueError):
+    """A deck refers to something that does not exist (figure, notebook, tagged cell)."""
 
 
 def _figures() -> dict[str, Callable[[], object]]:
@@ -47,8 +59,9 @@ h2 { font-size: 1.35em; margin: 0 0 .5em; color: var(--accent); }
 li { margin: .25em 0; }
 code { background: #eef1f4; padding: 0 .2em; border-radius: 3px; }
 pre { background: #eef1f4; padding: .6em; border-radius: 6px; font-size: .62em; overflow: auto; }
-img.figure { max-width: 100%; max-height: 62%; object-fit: contain; margin: .3em auto; display: block; }
+img.figure { max-width: 100%; max-height: 76%; min-height: 0; object-fit: contain; margin: .3em auto; display: block; }
 table { border-collapse: collapse; font-size: .85em; } td, th { border-bottom: 1px solid #ddd; padding: .2em .6em; }
+.table { overflow: auto; max-height: 70%; font-size: .7em; margin: .3em auto; }
 .footer { position: fixed; bottom: 8px; right: 16px; color: var(--muted); font-size: 13px; }
 aside.notes { display: none; }
 body.show-notes aside.notes.active { display: block; position: fixed; left: 0; right: 0; bottom: 0;
@@ -97,7 +110,7 @@ def _embed_figures(text: str, cache: dict[str, str]) -> str:
     def replace(match: re.Match) -> str:
         caption, name = match.group(1), match.group(2)
         if name not in figures:
-            raise ValueError(f"unknown slide figure {name!r}; known: {', '.join(FIGURES)}")
+            raise SlideError(f"unknown slide figure {name!r}; known: {', '.join(FIGURES)}")
         if name not in cache:
             cache[name] = base64.b64encode(figure_to_png(figures[name]())).decode("ascii")
         return (f'\n<img class="figure" alt="{html.escape(caption)}" '
@@ -106,18 +119,106 @@ def _embed_figures(text: str, cache: dict[str, str]) -> str:
     return _FIGURE.sub(replace, text)
 
 
+def notebook_references(text: str) -> list[tuple[str, str]]:
+    """The ``(notebook, tag)`` pairs a deck shows, in order."""
+    return [(m.group(2), m.group(3)) for m in _NOTEBOOK_FIGURE.finditer(text)]
+
+
+def tagged_cell(notebook, name: str, tag: str, source: str = "<deck>"):
+    """The one cell of ``notebook`` tagged ``slide-TAG``; a clear error when there is none or several."""
+    cells = [c for c in notebook.cells if TAG_PREFIX + tag in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise SlideError(f"{source}: notebook {name} has {len(cells)} cells tagged "
+                         f"'{TAG_PREFIX}{tag}' (need exactly one)")
+    return cells[0]
+
+
+def cell_figure_html(cell, caption: str, where: str) -> str:
+    """The first PNG of a cell's outputs as an ``<img>``, else its first HTML table."""
+    outputs = cell.get("outputs", [])
+    for output in outputs:
+        png = output.get("data", {}).get("image/png")
+        if png:
+            data = png if isinstance(png, str) else "".join(png)
+            return (f'\n<img class="figure" alt="{html.escape(caption)}" '
+                    f'src="data:image/png;base64,{data.strip()}">\n')
+    for output in outputs:
+        table = output.get("data", {}).get("text/html")
+        table = "".join(table) if isinstance(table, list) else table
+        if table and "<table" in table and "<script" not in table:
+            return f'\n<div class="table" title="{html.escape(caption)}">{table}</div>\n'
+    raise SlideError(f"{where}: the cell has no PNG or table output (was the notebook executed?)")
+
+
+class ExecutedNotebooks:
+    """Executed copies of the course notebooks, executing (smoke or auto mode) whichever is missing.
+
+    A copy counts when it is newer than its source notebook and finished without error.
+    """
+
+    def __init__(self, folder: Path | None = None, *, mode: str = "auto", execute: bool = True):
+        self.folder = Path(folder) if folder is not None else build_dir() / "notebooks"
+        self.mode, self.execute = mode, execute
+        self._loaded: dict[str, object] = {}
+
+    def _fresh(self, source: Path, copy: Path) -> bool:
+        import nbformat
+
+        if not copy.is_file() or copy.stat().st_mtime < source.stat().st_mtime:
+            return False
+        nb = nbformat.read(copy, as_version=4)
+        return not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+
+    def get(self, name: str, source: str = "<deck>"):
+        import nbformat
+
+        from .course_map import notebooks_dir
+
+        if name in self._loaded:
+            return self._loaded[name]
+        original = notebooks_dir() / f"{name}.ipynb"
+        if not original.is_file():
+            raise SlideError(f"{source}: no notebook {original}")
+        copy = self.folder / original.name
+        if not self._fresh(original, copy):
+            if not self.execute:
+                raise SlideError(f"{source}: {copy} is missing or older than {original.name}; run make course")
+            from .config import resolve_mode
+            from .runner import execute_notebook
+
+            mode = resolve_mode(self.mode)
+            print(f"  executing {original.name} ({mode}) for its figures ...", flush=True)
+            run = execute_notebook(original, self.folder, mode=mode)
+            if not run.ok:
+                raise SlideError(f"{source}: executing {original.name} failed at {run.error}")
+        self._loaded[name] = nbformat.read(copy, as_version=4)
+        return self._loaded[name]
+
+
+def _embed_notebook_figures(text: str, source: str, notebooks: ExecutedNotebooks | None) -> str:
+    def replace(match: re.Match) -> str:
+        caption, name, tag = match.groups()
+        if notebooks is None:
+            raise SlideError(f"{source}: shows notebook:{name}/{tag} but no executed notebooks were given")
+        cell = tagged_cell(notebooks.get(name, source), name, tag, source)
+        return cell_figure_html(cell, caption, f"{source}: {name}, cell tagged '{TAG_PREFIX}{tag}'")
+
+    return _NOTEBOOK_FIGURE.sub(replace, text)
+
+
 def parse_deck(text: str, source: str = "<deck>") -> list[tuple[str, str]]:
     """Split a deck into ``(markdown, notes)`` per slide."""
     slides = []
     for number, chunk in enumerate(re.split(r"^---\s*$", text, flags=re.MULTILINE), start=1):
         body, _, notes = chunk.partition("\nNote:")
         if not body.strip():
-            raise ValueError(f"{source}: slide {number} is empty")
+            raise SlideError(f"{source}: slide {number} is empty")
         slides.append((body.strip(), notes.strip()))
     return slides
 
 
-def render_deck(text: str, source: str = "<deck>", figure_cache: dict[str, str] | None = None) -> str:
+def render_deck(text: str, source: str = "<deck>", figure_cache: dict[str, str] | None = None,
+                notebooks: ExecutedNotebooks | None = None) -> str:
     """The self-contained HTML of one deck."""
     cache = figure_cache if figure_cache is not None else {}
     slides = parse_deck(text, source)
@@ -125,8 +226,8 @@ def render_deck(text: str, source: str = "<deck>", figure_cache: dict[str, str] 
     sections, asides = [], []
     for i, (body, notes) in enumerate(slides):
         cls = "slide title" if i == 0 else "slide"
-        sections.append(f'<section class="{cls}" data-index="{i + 1}">'
-                        f"{_markdown(_embed_figures(body, cache))}</section>")
+        body = _embed_notebook_figures(_embed_figures(body, cache), source, notebooks)
+        sections.append(f'<section class="{cls}" data-index="{i + 1}">{_markdown(body)}</section>')
         asides.append(f'<aside class="notes">{_markdown(notes or "(no notes)")}</aside>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -138,30 +239,47 @@ def render_deck(text: str, source: str = "<deck>", figure_cache: dict[str, str] 
     )
 
 
-def build_decks(source_dir: Path | None = None, out_dir: Path | None = None) -> list[Path]:
-    """Render every ``NN_*.md`` deck of ``source_dir`` into ``out_dir`` plus an ``index.html``."""
+def build_decks(source_dir: Path | None = None, out_dir: Path | None = None, *,
+                executed: Path | None = None, mode: str = "auto", execute: bool = True) -> list[Path]:
+    """Render every ``NN_*.md`` deck of ``source_dir`` into ``out_dir`` plus an ``index.html``.
+
+    Notebook figures come from the executed copies in ``executed`` (default
+    ``build/notebooks/``); missing ones are executed in ``mode`` unless ``execute`` is false.
+    """
+    from .files import atomic_write
+
     source_dir = Path(source_dir) if source_dir is not None else repo_root() / "slides"
     out_dir = Path(out_dir) if out_dir is not None else build_dir() / "slides"
     out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = ExecutedNotebooks(executed, mode=mode, execute=execute)
     cache: dict[str, str] = {}
-    built = []
+    built, titles = [], []
     for deck in sorted(source_dir.glob("[0-9][0-9]_*.md")):
         target = out_dir / f"{deck.stem}.html"
-        page = render_deck(deck.read_text(encoding="utf-8"), str(deck), cache)
-        tmp = target.with_suffix(".html.tmp")
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(target)
+        text = deck.read_text(encoding="utf-8")
+        atomic_write(target, render_deck(text, str(deck), cache, notebooks))
         built.append(target)
-    items = "".join(f'<li><a href="{p.name}">{html.escape(p.stem)}</a></li>' for p in built)
-    (out_dir / "index.html").write_text(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Course slides</title>"
-        f"<style>{_STYLE} body{{padding:2em}}</style></head><body><h1>Course slides</h1>"
-        f"<ul>{items}</ul></body></html>\n", encoding="utf-8")
+        titles.append(next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), deck.stem))
+    items = "".join(f'<li><a href="{p.name}">{html.escape(t)}</a></li>' for p, t in zip(built, titles))
+    atomic_write(out_dir / "index.html",
+                 "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Course slides</title>"
+                 f"<style>{_STYLE} body{{padding:2em}}</style></head><body><h1>Course slides</h1>"
+                 f"<ul>{items}</ul></body></html>\n")
     return built
 
 
-def main() -> int:
-    decks = build_decks()
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m course_lib.slides", description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", default="auto", help="mode for notebooks executed for their figures")
+    parser.add_argument("--executed", type=Path, default=None, help="folder of executed notebooks")
+    args = parser.parse_args(argv)
+    try:
+        decks = build_decks(executed=args.executed, mode=args.mode)
+    except SlideError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for deck in decks:
         print(f"built {deck}")
     print(f"{len(decks)} decks")

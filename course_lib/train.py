@@ -241,6 +241,14 @@ class _Precision:
     note: str
 
 
+def _native_bf16() -> bool:
+    """Whether the GPU computes bf16 natively (Ampere and newer); a T4 only emulates it, slowly."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before 2.3 has no including_emulation and counts native support only
+        return torch.cuda.is_bf16_supported()
+
+
 def _precision(config: TrainConfig, device: torch.device) -> _Precision:
     cuda = device.type == "cuda"
     amp = config.amp if config.amp is not None else cuda
@@ -250,7 +258,7 @@ def _precision(config: TrainConfig, device: torch.device) -> _Precision:
         amp = False
     dtype = None
     if amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype = torch.bfloat16 if _native_bf16() else torch.float16
     channels_last = bool(config.channels_last if config.channels_last is not None else cuda)
     return _Precision(dtype, channels_last, "; ".join(notes))
 

@@ -53,3 +53,77 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks():
+    """Executed copies of the course notebooks in ``build/test-notebooks/``.
+
+    ``test_notebooks.py`` (which runs first) writes them; a copy that is missing or older than
+    its source is executed here, in smoke mode, so the slide and page tests also run alone.
+    """
+    from course_lib.slides import ExecutedNotebooks
+
+    return ExecutedNotebooks(REPO / "build" / "test-notebooks", mode="smoke")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's ``chromium``) driven by Playwright; skipped where it is missing,
+    except on CI, which installs it (``.ci/run``)."""
+    from course_lib.config import is_ci
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if executable is None or sync_playwright is None:
+        missing = "chromium (apt-get install chromium)" if executable is None else "playwright (pip)"
+        if is_ci():
+            pytest.fail(f"{missing} is not installed; .ci/run and the dev extra install it")
+        pytest.skip(f"{missing} is not installed")
+    with sync_playwright() as driver:
+        chromium = driver.chromium.launch(
+            executable_path=executable, headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+class PageVisit:
+    """One page opened offline: script errors and attempted network requests are recorded."""
+
+    def __init__(self, browser, url: str, viewport=(1280, 720)):
+        self.errors: list[str] = []
+        self.remote: list[str] = []
+        self.page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+        self.page.route("**/*", self._route)
+        self.page.goto(url, wait_until="load")
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:", "about:")):
+            route.continue_()
+        else:
+            self.remote.append(url)
+            route.abort()
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@pytest.fixture
+def visit(browser):
+    """Open pages offline: ``visit(url)`` returns a :class:`PageVisit`, closed after the test."""
+    opened = []
+
+    def open_page(url: str, viewport=(1280, 720)) -> PageVisit:
+        opened.append(PageVisit(browser, url, viewport))
+        return opened[-1]
+
+    yield open_page
+    for page in opened:
+        page.close()

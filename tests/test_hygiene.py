@@ -86,3 +86,12 @@ def test_notebooks_that_train_ask_colab_for_a_gpu(path):
     if number >= 2:
         assert meta.get("accelerator") == "GPU", f"{path.name}: metadata lacks accelerator: GPU"
         assert meta.get("colab", {}).get("gpuType") == "T4", f"{path.name}: metadata lacks colab.gpuType T4"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_sections_are_slides_for_rise(path):
+    """Presenting a notebook live (RISE in JupyterLab): the title and every ``##`` section start a slide."""
+    for cell in _nb(path).cells:
+        starts = cell.cell_type == "markdown" and re.match(r"#{1,2} ", cell.source)
+        kind = cell.metadata.get("slideshow", {}).get("slide_type")
+        assert (kind == "slide") == bool(starts), f"{path.name}: {cell.source[:40]!r} slide_type {kind}"

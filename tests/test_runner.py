@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -71,8 +72,10 @@ def test_runner_executes_in_order_and_names_the_failing_cell(tmp_path):
                                         new_code_cell("x = 1"),
                                         new_code_cell("# the bad cell\nraise ValueError('label out of range')")])
     out = tmp_path / "executed"
-    result = _run(["--mode", "smoke", "--notebooks", str(src), "--out", str(out), "--no-slides"])
+    result = _run(["--mode", "smoke", "--notebooks", str(src), "--out", str(out), "--no-slides",
+                   "--html", str(tmp_path / "html")])
     assert result.returncode == 1, result.stderr
+    assert "notebook " in result.stdout, result.stdout + result.stderr
     table = result.stdout[result.stdout.index("notebook "):]
     assert table.index("00_fine") < table.index("01_broken")
     fine_row = next(ln for ln in table.splitlines() if ln.startswith("00_fine"))
@@ -85,6 +88,11 @@ def test_runner_executes_in_order_and_names_the_failing_cell(tmp_path):
     assert any("ran in smoke mode" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert not any(c.get("outputs") for c in nbformat.read(src / "00_fine.ipynb", as_version=4).cells
                    if c.cell_type == "code"), "the source notebook must stay untouched"
+    report = json.loads((out / "course_report.json").read_text())
+    assert [(r["name"], r["ok"]) for r in report["runs"]] == [("00_fine", True), ("01_broken", False)]
+    index = (tmp_path / "html" / "index.html").read_text()
+    assert index.index("00 · Fine") < index.index("01 · Broken") and "failed: cell 4 of 4" in index
+    assert "ran in smoke mode" in (tmp_path / "html" / "00_fine.html").read_text()
 
 
 def test_format_table_columns(tmp_path):
@@ -95,3 +103,35 @@ def test_format_table_columns(tmp_path):
     assert lines[2].split() == ["00_a", "smoke", "1.2", "ok"] or lines[2].split() == ["00_a", "smoke", "1.3", "ok"]
     assert "FAILED: cell 3 of 9" in lines[3]
     assert lines[-1] == "2 notebooks, 1 failed, 11.2 s in all"
+
+
+def test_record_times_fills_the_instructor_guide(tmp_path):
+    from course_lib.runner import TIMES_END, TIMES_START, record_times
+
+    report = {"date": "2026-11-22", "machine": "CPU only, 2 cores", "runs": [
+        {"name": "00_a", "mode": "smoke", "seconds": 11.6, "ok": True, "error": None},
+        {"name": "01_b", "mode": "smoke", "seconds": 20.2, "ok": False, "error": "cell 3"}]}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    guide = tmp_path / "guide.md"
+    guide.write_text(f"intro\n{TIMES_START}\nold\n{TIMES_END}\nrest\n")
+    record_times(guide, [tmp_path / "r.json"])
+    text = guide.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{TIMES_END}\nrest\n") and "old" not in text
+    assert "| 00_a | smoke | 12 | ok |" in text and "| 01_b | smoke | 20 | FAILED |" in text
+    assert "| all 2 | | 32 | |" in text and "CPU only, 2 cores" in text
+    with pytest.raises(Exception, match="no block"):
+        record_times(tmp_path / "r.json", [tmp_path / "r.json"])
+
+
+def test_instructor_guide_records_every_notebook(repo):
+    """The guide's run-time table was written by --record-times from a run of the whole course."""
+    import re
+
+    from course_lib.course_map import course_notebooks
+    from course_lib.runner import TIMES_END, TIMES_START
+
+    text = (repo / "slides" / "INSTRUCTOR.md").read_text()
+    block = text.split(TIMES_START, 1)[1].split(TIMES_END, 1)[0]
+    names = re.findall(r"^\| (\d\d_[a-z0-9_]+) \| (smoke|full) \| \d+ \| ok \|$", block, re.MULTILINE)
+    smoke = [n for n, mode in names if mode == "smoke"]
+    assert smoke == [p.stem for p in course_notebooks()], "record a complete smoke run of make course"

@@ -222,3 +222,13 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     saved = torch.load(tmp_path / "ddp.pt", weights_only=False)  # written by rank 0 only, complete
     assert saved["epoch"] == 3
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_emulated_bf16_counts_as_unsupported(monkeypatch):
+    """A T4 emulates bf16 (slowly): fit must then choose float16 with a GradScaler."""
+    from course_lib import train
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert train._native_bf16() is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert train._native_bf16() is True
