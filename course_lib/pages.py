@@ -115,6 +115,11 @@ def remote_loads(page: str) -> list[str]:
     return sorted(set(found))
 
 
+def _inline_code(text: str) -> str:
+    """Escaped text with Markdown's `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _index(pages: list[Page], report: dict | None) -> str:
     runs = {r["name"]: r for r in (report or {}).get("runs", [])}
     rows = []
@@ -123,7 +128,7 @@ def _index(pages: list[Page], report: dict | None) -> str:
         timing = f"{run['seconds']:.0f} s ({run['mode']})" if run else ""
         status = ("ok" if run["ok"] else f"failed: {html.escape(run['error'] or '')}") if run else ""
         rows.append(f'<tr><td><a href="{page.path.name}">{html.escape(page.title)}</a></td>'
-                    f"<td>{html.escape(page.idea)}</td><td>{timing}</td><td>{status}</td></tr>")
+                    f"<td>{_inline_code(page.idea)}</td><td>{timing}</td><td>{status}</td></tr>")
     machine = ""
     if report and report.get("machine"):
         machine = f"<p class=\"machine\">Executed on {html.escape(report['machine'])}.</p>"

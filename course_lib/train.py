@@ -465,11 +465,13 @@ class LiveCurves:
             return
         if get_ipython() is None:
             return
-        fig = plot_history(pd.DataFrame(self.rows), self.title)
+        # A plotly figure displays itself (``_ipython_display_``), which ignores display ids and would
+        # add one figure per epoch; its mime bundle can be displayed, and later replaced, in place.
+        bundle = plot_history(pd.DataFrame(self.rows), self.title)._repr_mimebundle_()
         if self._handle is None:
-            self._handle = display(fig, display_id=True)
+            self._handle = display(bundle, raw=True, display_id=True)
         else:
-            self._handle.update(fig)
+            self._handle.update(bundle, raw=True)
 
 
 # --------------------------------------------------------------------------- command line
