@@ -61,7 +61,10 @@ def test_every_executed_notebook_is_a_page(pages):
     exported, folder = pages
     assert [p.name for p in exported] == [p.stem for p in course_notebooks()]
     for page in exported:
-        assert remote_loads(page.path.read_text()) == [], page.name
+        text = page.path.read_text()
+        assert remote_loads(text) == [], page.name
+        assert text.count("plotly.js v") <= 1, f"{page.name}: plotly.js embedded more than once"
+        assert page.path.stat().st_size < 25e6, f"{page.name}: {page.path.stat().st_size / 1e6:.0f} MB"
     index = (exported[0].path.parent / "index.html").read_text()
     assert all(f'href="{p.path.name}"' in index for p in exported) and "test machine" in index
 

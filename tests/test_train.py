@@ -235,7 +235,7 @@ def test_emulated_bf16_counts_as_unsupported(monkeypatch):
 
 
 def test_live_curves_update_one_figure_in_an_executed_notebook(tmp_path):
-    """Papermill keeps one figure holding every epoch, not one figure per epoch."""
+    """Papermill keeps one figure per LiveCurves holding every epoch (not one per epoch), and plotly.js once."""
     import nbformat
 
     from course_lib.runner import execute_notebook
@@ -243,8 +243,11 @@ def test_live_curves_update_one_figure_in_an_executed_notebook(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("SMOKE = True"),
         nbformat.v4.new_code_cell("from course_lib.notebook import configure_plotly\nconfigure_plotly()\n"
-                                  "from course_lib.train import LiveCurves\ncurves = LiveCurves('demo')\n"
-                                  "for e in range(1, 4):\n    curves({'epoch': e, 'loss': 1.0 / e, 'loss_au': 0.5, 'loss_expr': 0.3, 'loss_va': 0.2, 'val_total': 0.1 * e, 'val_au': 0.1, 'val_expr': 0.2, 'val_va': 0.3})"),
+                                  "import plotly.graph_objects as go\ngo.Figure(go.Bar(y=[1, 2])).show()\n"
+                                  "from course_lib.train import LiveCurves\ncurves = LiveCurves('demo')\nmore = LiveCurves('second')\n"
+                                  "for e in range(1, 4):\n    row = {'epoch': e, 'loss': 1.0 / e, 'loss_au': 0.5, 'loss_expr': 0.3, 'loss_va': 0.2,"
+                                  " 'val_total': 0.1 * e, 'val_au': 0.1, 'val_expr': 0.2, 'val_va': 0.3}\n"
+                                  "    curves(row)\n    more(row)"),
     ])
     nb.cells[0].metadata["tags"] = ["parameters"]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -252,14 +255,18 @@ def test_live_curves_update_one_figure_in_an_executed_notebook(tmp_path):
     run = execute_notebook(tmp_path / "live.ipynb", tmp_path / "out", mode="smoke")
     assert run.ok, run.error
     outputs = nbformat.read(run.output, as_version=4).cells[-1].outputs
+    bundles = [o.get("data", {}).get("text/html", "") for c in nbformat.read(run.output, as_version=4).cells
+               for o in c.get("outputs", [])]
+    assert sum("plotly.js v" in html for html in bundles) <= 1, "plotly.js embedded more than once"
     figures = [o.data["application/vnd.plotly.v1+json"] for o in outputs
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) == 1, f"{len(figures)} figures"
-    x = figures[0]["data"][0]["x"]
-    if isinstance(x, dict):  # plotly 6+ sends numeric arrays as typed, base64-encoded buffers
-        import base64
+    assert len(figures) == 3, f"{len(figures)} figures: one bar chart, one per LiveCurves"
+    for figure in figures[1:]:
+        x = figure["data"][0]["x"]
+        if isinstance(x, dict):  # plotly 6+ sends numeric arrays as typed, base64-encoded buffers
+            import base64
 
-        import numpy as np
+            import numpy as np
 
-        x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
-    assert list(x) == [1, 2, 3]
+            x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
+        assert list(x) == [1, 2, 3]
