@@ -64,6 +64,14 @@ def _new_backbone(settings: dict[str, Any]) -> Backbone:
                            **settings["backbone_kwargs"])
 
 
+def training_config(settings: dict[str, Any]) -> MTLConfig:
+    """The model the course backbone is trained in: the backbone of ``settings`` (an entry of
+    :data:`COURSE_BACKBONE`) with linear heads on its pooled features, trained end to end."""
+    return MTLConfig(backbone=settings["name"], image_size=settings["image_size"], pretrained=False,
+                     freeze_backbone=False, cross_attention=False, gcn=False, dropout=0.1,
+                     backbone_kwargs=dict(settings["backbone_kwargs"]))
+
+
 def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.device | str | None = None,
                     retrain: bool = False, progress_bar: bool = True, **overrides: Any) -> CourseBackbone:
     """The course backbone for the data in ``root``: loaded from the cache, or trained now.
@@ -101,11 +109,8 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     train_loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=True, drop_last=True,
                               generator=generator)
     val_loader = DataLoader(val_set, batch_size=256)
-    config = MTLConfig(backbone=settings["name"], image_size=settings["image_size"], pretrained=False,
-                       freeze_backbone=False, cross_attention=False, gcn=False, dropout=0.1,
-                       backbone_kwargs=dict(settings["backbone_kwargs"]))
     torch.manual_seed(0)
-    model = MultiTaskModel(config)
+    model = MultiTaskModel(training_config(settings))
     start = time.perf_counter()
     result = fit(model, train_loader, val_loader, input_key="image", device=device, progress_bar=progress_bar,
                  loss_fn=weighted_loss(train), config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"],

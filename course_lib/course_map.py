@@ -44,7 +44,12 @@ def read_notebook_info(path: Path) -> NotebookInfo:
     In an executed copy, the error cell papermill puts on top of a failed notebook is skipped.
     """
     path = Path(path)
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    return notebook_info(json.loads(path.read_text(encoding="utf-8")), path)
+
+
+def notebook_info(nb: dict, path: Path) -> NotebookInfo:
+    """Title and idea from a notebook already read (a dict or nbformat node) that lives at ``path``."""
+    path = Path(path)
     first_md = next((c for c in nb.get("cells", []) if c.get("cell_type") == "markdown"
                      and "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])), None)
     if first_md is None:

@@ -60,6 +60,9 @@ class NotebookEnv:
         return "\n".join(lines)
 
 
+_CDN_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
+
+
 def _offline_notebook_renderer():
     """plotly's ``notebook`` renderer without the MathJax script it loads from a CDN in every figure."""
     from plotly.io._base_renderers import NotebookRenderer
@@ -72,8 +75,6 @@ def _offline_notebook_renderer():
 
     return OfflineNotebookRenderer()
 
-
-_CDN_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>')
 
 
 def configure_plotly() -> str:
@@ -94,6 +95,18 @@ def configure_plotly() -> str:
         pio.renderers.default = "plotly_mimetype+course_notebook"
     pio.templates.default = "plotly_white"
     return pio.renderers.default
+
+
+def plotly_bundle(fig) -> dict:
+    """A plotly figure's mime bundle for the default renderers, to display (and update) by display id.
+
+    What ``fig.show()`` builds: renderers still waiting are activated once (the ``notebook``
+    renderer sends plotly.js then). ``fig._repr_mimebundle_()`` would re-activate them on every
+    call and embed plotly.js (several MB) in the output each time.
+    """
+    import plotly.io as pio
+
+    return pio.renderers._build_mime_bundle(fig.to_dict())
 
 
 def _versions() -> dict[str, str]:

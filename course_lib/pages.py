@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import build_dir
-from .course_map import read_notebook_info
+from .course_map import notebook_info
 from .files import atomic_write
 
 #: The JupyterLab template without the parts that load scripts from the internet.
@@ -93,16 +93,18 @@ def _exporter():
                         template_file="course.html.j2")
 
 
-def notebook_page(executed: Path) -> str:
-    """The offline HTML of one executed notebook."""
+def notebook_page(executed: Path | "nbformat.NotebookNode", exporter=None) -> str:  # noqa: F821
+    """The offline HTML of one executed notebook (a path, or the notebook already read)."""
+    import copy
+
     import nbformat
 
-    nb = nbformat.read(executed, as_version=4)
+    nb = nbformat.read(executed, as_version=4) if isinstance(executed, (str, Path)) else copy.deepcopy(executed)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = _math_to_images(cell.source)
     nb.metadata.pop("widgets", None)  # widget state is not saved by papermill; nothing to restore
-    body, _ = _exporter().from_notebook_node(nb)
+    body, _ = (exporter or _exporter()).from_notebook_node(nb)
     badge = "data:image/svg+xml;base64," + base64.b64encode(_BADGE_SVG.encode()).decode("ascii")
     return body.replace(_COLAB_BADGE, badge)
 
@@ -157,12 +159,16 @@ def export_pages(executed_dir: Path | None = None, out_dir: Path | None = None,
         raise FileNotFoundError(f"{executed_dir}: no executed notebooks NN_*.ipynb (run make course)")
     if report is None and (executed_dir / "course_report.json").is_file():
         report = json.loads((executed_dir / "course_report.json").read_text(encoding="utf-8"))
+    import nbformat
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    exporter = _exporter()
     pages = []
     for source in sources:
-        info = read_notebook_info(source)
+        nb = nbformat.read(source, as_version=4)
+        info = notebook_info(nb, source)
         target = out_dir / f"{source.stem}.html"
-        atomic_write(target, notebook_page(source))
+        atomic_write(target, notebook_page(nb, exporter))
         pages.append(Page(name=source.stem, title=f"{info.number:02d} · {info.title}", idea=info.idea,
                           path=target))
     atomic_write(out_dir / "index.html", _index(pages, report))

@@ -206,16 +206,17 @@ def run_course(mode: str = "auto", *, notebooks: Path | None = None, out_dir: Pa
         run = execute_notebook(source, out_dir, mode=resolved, kernel=kernel)
         print(f"  {run.name}: {run.status} ({run.seconds:.1f} s)", flush=True)
         runs.append(run)
-    if not only:
-        write_report(runs, out_dir)
-    if slides and not only:
+    if only:  # a partial run: no report, slides or pages built from a part of the course
+        return runs
+    write_report(runs, out_dir)
+    if slides:
         from .slides import build_decks
 
         start = time.perf_counter()
         decks = build_decks(executed=out_dir, mode=resolved)
         print(f"slides: {len(decks)} decks in {build_dir() / 'slides'} "
               f"({time.perf_counter() - start:.1f} s)", flush=True)
-    if pages and not only:
+    if pages:
         from .pages import export_pages
 
         start = time.perf_counter()

@@ -161,13 +161,16 @@ class ExecutedNotebooks:
         self.mode, self.execute = mode, execute
         self._loaded: dict[str, object] = {}
 
-    def _fresh(self, source: Path, copy: Path) -> bool:
+    @staticmethod
+    def _read_fresh(source: Path, copy: Path):
+        """The executed copy, or None when it is missing, older than ``source`` or failed."""
         import nbformat
 
         if not copy.is_file() or copy.stat().st_mtime < source.stat().st_mtime:
-            return False
+            return None
         nb = nbformat.read(copy, as_version=4)
-        return not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+        failed = any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+        return None if failed else nb
 
     def get(self, name: str, source: str = "<deck>"):
         import nbformat
@@ -180,7 +183,8 @@ class ExecutedNotebooks:
         if not original.is_file():
             raise SlideError(f"{source}: no notebook {original}")
         copy = self.folder / original.name
-        if not self._fresh(original, copy):
+        nb = self._read_fresh(original, copy)
+        if nb is None:
             if not self.execute:
                 raise SlideError(f"{source}: {copy} is missing or older than {original.name}; run make course")
             from .config import resolve_mode
@@ -191,8 +195,9 @@ class ExecutedNotebooks:
             run = execute_notebook(original, self.folder, mode=mode)
             if not run.ok:
                 raise SlideError(f"{source}: executing {original.name} failed at {run.error}")
-        self._loaded[name] = nbformat.read(copy, as_version=4)
-        return self._loaded[name]
+            nb = nbformat.read(copy, as_version=4)
+        self._loaded[name] = nb
+        return nb
 
 
 def _embed_notebook_figures(text: str, source: str, notebooks: ExecutedNotebooks | None) -> str:
@@ -217,12 +222,17 @@ def parse_deck(text: str, source: str = "<deck>") -> list[tuple[str, str]]:
     return slides
 
 
+def deck_title(text: str, default: str) -> str:
+    """A deck's title: its first ``# `` heading."""
+    return next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), default)
+
+
 def render_deck(text: str, source: str = "<deck>", figure_cache: dict[str, str] | None = None,
                 notebooks: ExecutedNotebooks | None = None) -> str:
     """The self-contained HTML of one deck."""
     cache = figure_cache if figure_cache is not None else {}
     slides = parse_deck(text, source)
-    title = next((ln[2:].strip() for ln in slides[0][0].splitlines() if ln.startswith("# ")), source)
+    title = deck_title(slides[0][0], source)
     sections, asides = [], []
     for i, (body, notes) in enumerate(slides):
         cls = "slide title" if i == 0 else "slide"
@@ -259,7 +269,7 @@ def build_decks(source_dir: Path | None = None, out_dir: Path | None = None, *,
         text = deck.read_text(encoding="utf-8")
         atomic_write(target, render_deck(text, str(deck), cache, notebooks))
         built.append(target)
-        titles.append(next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), deck.stem))
+        titles.append(deck_title(text, deck.stem))
     items = "".join(f'<li><a href="{p.name}">{html.escape(t)}</a></li>' for p, t in zip(built, titles))
     atomic_write(out_dir / "index.html",
                  "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Course slides</title>"

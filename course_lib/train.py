@@ -442,25 +442,6 @@ def plot_history(history: "pandas.DataFrame", title: str = "training"):  # noqa:
     return fig
 
 
-def _figure_bundle(fig) -> dict:
-    """The mime bundle of a plotly figure for the default renderers, with plotly.js sent once per kernel.
-
-    ``fig._repr_mimebundle_()`` re-activates the renderers on every call, and the ``notebook``
-    renderer's activation embeds all of plotly.js (several MB) in the output again; here only
-    renderers still waiting for activation are activated, as ``fig.show()`` does.
-    """
-    import plotly.io as pio
-    from plotly.io._base_renderers import MimetypeRenderer
-
-    pio.renderers._activate_pending_renderers(cls=MimetypeRenderer)
-    bundle: dict = {}
-    for name in str(pio.renderers.default).split("+"):
-        renderer = pio.renderers[name]
-        if isinstance(renderer, MimetypeRenderer):
-            bundle.update(renderer.to_mimebundle(fig.to_dict()))
-    return bundle
-
-
 class LiveCurves:
     """Training curves that redraw after every epoch: pass ``on_epoch=LiveCurves(...)`` to :func:`fit`.
 
@@ -476,6 +457,8 @@ class LiveCurves:
     def __call__(self, row: dict[str, Any]) -> None:
         import pandas as pd
 
+        from .notebook import plotly_bundle
+
         self.rows.append(dict(row))
         try:
             from IPython import get_ipython
@@ -486,7 +469,7 @@ class LiveCurves:
             return
         # A plotly figure displays itself (``_ipython_display_``), which ignores display ids and would
         # add one figure per epoch; its mime bundle can be displayed, and later replaced, in place.
-        bundle = _figure_bundle(plot_history(pd.DataFrame(self.rows), self.title))
+        bundle = plotly_bundle(plot_history(pd.DataFrame(self.rows), self.title))
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
         else:

@@ -72,16 +72,14 @@ def test_saved_activations_are_measured():
 
 def test_full_mode_sizes_fit_a_t4():
     """The full-mode course (what a workshop runs on Colab's free T4) trains within a T4's memory."""
-    from course_lib.course_backbone import COURSE_BACKBONE
+    from course_lib.course_backbone import COURSE_BACKBONE, training_config
     from course_lib.explain import EXPLAIN_HEADS
     from course_lib.models import MTLConfig, MultiTaskModel
     from course_lib.progressive import progressive_config
 
     full = COURSE_BACKBONE["full"]
     size = full["image_size"]
-    backbone = MultiTaskModel(MTLConfig(backbone=full["name"], image_size=size, pretrained=False,
-                                        freeze_backbone=False, cross_attention=False, gcn=False,
-                                        backbone_kwargs=dict(full["backbone_kwargs"])))
+    backbone = MultiTaskModel(training_config(full))
     step = training_memory(backbone, torch.rand(full["batch_size"], 3, size, size))
     assert 0.2 * 2**30 < step.total < T4_USABLE_BYTES, f"course backbone, batch {full['batch_size']}: {step}"
     tokens = backbone.backbone(torch.rand(1, 3, size, size))["tokens"]
