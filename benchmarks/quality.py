@@ -11,7 +11,11 @@ every stage on the validation split, and prints as its last line one JSON object
 - ``trivial``: the do-nothing floor (majority class, mean VA, every AU on; see
   :func:`course_lib.metrics.do_nothing_scores`);
 - ``gap_closed``: (p_mtl - trivial) / (oracle - trivial), the share of the floor-to-ceiling gap
-  the pipeline closes; ``stages``: P_MTL after each stage; timings.
+  the pipeline closes; ``stages``: P_MTL after each stage; timings;
+- two reference points computed on the same split (:mod:`course_lib.baselines`, not part of
+  the pipeline, timed apart): ``hog_baseline``, HOG + linear models (the pre-deep-learning
+  way), and ``reading_ceiling``, what reading each frame's AU intensities exactly would score;
+  ``half_gap`` is the P_MTL that closes half the gap.
 
 Goals: smoke mode on 2 CPU cores within 10 minutes closes at least half of the gap
 (``gap_closed >= 0.5``); full mode on a GPU reaches 90 % of the oracle (``p_mtl >= 0.9 * oracle``).
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib.config import cache_dir, get_device, seed_everything
     from course_lib.course_backbone import course_backbone
     from course_lib.data.abaw import read_mtl_annotations
+    from course_lib.baselines import hog_baseline, reading_ceiling
     from course_lib.data.synth import generate_dataset, oracle_scores
     from course_lib.features import ensure_features
     from course_lib.metrics import do_nothing_scores
@@ -92,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
               if row.model in ("each task from its model", "fusion model")}
     p = float(final["P_MTL"])
     seconds = time.perf_counter() - start
+    tick = time.perf_counter()
+    hog = hog_baseline(root, train, val, seed=args.seed)
+    reading = reading_ceiling(root, train, val, seed=args.seed)
+    t_references = time.perf_counter() - tick
     gap_closed = (p - trivial["total"]) / (oracle["total"] - trivial["total"])
     summary = {
         "mode": args.mode, "seed": args.seed, "device": str(device), "cores": os.cpu_count(),
@@ -101,11 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         "oracle_parts": {k: round(oracle[k], 4) for k in ("va", "expr", "au")},
         "trivial": round(trivial["total"], 4),
         "trivial_parts": {k: round(trivial[k], 4) for k in ("va", "expr", "au")},
+        "hog_baseline": round(hog["total"], 4),
+        "hog_baseline_parts": {k: round(hog[k], 4) for k in ("va", "expr", "au")},
+        "reading_ceiling": round(reading["total"], 4),
+        "reading_ceiling_parts": {k: round(reading[k], 4) for k in ("va", "expr", "au")},
+        "half_gap": round(trivial["total"] + 0.5 * (oracle["total"] - trivial["total"]), 4),
         "backbone_p_mtl": round(cb.scores["total"], 4), "stages": stages,
         "gap_closed": round(gap_closed, 4), "share_of_oracle": round(p / oracle["total"], 4),
         "seconds": round(seconds, 1),
         "seconds_parts": {"data": round(t_data, 1), "backbone": round(t_backbone, 1),
                           "features": round(t_features, 1), "progressive": round(t_progressive, 1)},
+        "reference_seconds": round(t_references, 1),
         "frames": {"train": len(train), "validation": len(val)},
     }
     if args.mode == "smoke":

@@ -490,7 +490,7 @@ def audio_summary(root: str | Path, table: pd.DataFrame, normalize: tuple["torch
 def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = None, seeds: Sequence[int] = (0,),
                  budget: Any = None, device: "torch.device | str | None" = None, audio: bool = True,
                  n_boot: int = 1000, level: float = 0.95, progress_bar: bool = False,
-                 on_row: Any = None) -> AblationResult:
+                 on_row: Any = None, references: bool = True) -> AblationResult:
     """Switch the course's components on one at a time, on the same data and budget, and score each.
 
     Configurations (:data:`ABLATION_STEPS`): ``baseline``, ``+ cross-attention``, ``+ AU-GCN``
@@ -509,7 +509,9 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     configuration is trained once per seed in ``seeds``; the table reports the mean over seeds with
     a video-level bootstrap interval (``n_boot`` resamples, drawing the same videos for every
     seed), then the do-nothing floor and the oracle ceiling (SynthAffWild only) with theirs.
-    ``on_row(row)`` is called as each configuration is measured.
+    ``references=True`` adds two rows from :mod:`course_lib.baselines` before the oracle: HOG +
+    linear models (no deep learning) and, on SynthAffWild, the ceiling of reading each frame's AU
+    intensities exactly. ``on_row(row)`` is called as each configuration is measured.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -604,6 +606,20 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
         oracle = oracle_table(root, val)
     except FileNotFoundError:  # a real copy has no clean labels
         oracle = None
+    if references:
+        from .baselines import hog_predictions, reading_predictions
+
+        for name, what, make in (
+                ("reference: HOG + linear", "gradient histograms of the face, linear models (no deep learning)",
+                 hog_predictions),
+                ("ceiling: reading each frame", "each frame's true AU intensities, gradient boosting",
+                 reading_predictions if oracle is not None else None)):
+            if make is None:
+                continue
+            tick = time.perf_counter()
+            p = make(root, train, val)
+            table = _constant_table(val, p["va"], p["expr"], p["au"].astype(np.float64))
+            rows.append(_table_row(name, what, [table], n_boot, level, time.perf_counter() - tick))
     if oracle is not None:
         rows.append(_table_row("ceiling: oracle", "the generator's clean labels vs the noisy annotations", [oracle],
                                n_boot, level, np.nan))
