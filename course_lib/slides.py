@@ -61,7 +61,8 @@ code { background: #eef1f4; padding: 0 .2em; border-radius: 3px; }
 pre { background: #eef1f4; padding: .6em; border-radius: 6px; font-size: .62em; overflow: auto; }
 img.figure { max-width: 100%; max-height: 76%; min-height: 0; object-fit: contain; margin: .3em auto; display: block; }
 table { border-collapse: collapse; font-size: .85em; } td, th { border-bottom: 1px solid #ddd; padding: .2em .6em; }
-.table { overflow: auto; max-height: 70%; font-size: .7em; margin: .3em auto; }
+.table { overflow: auto; max-width: 100%; max-height: 76%; font-size: .6em; margin: .3em auto; }
+.table td, .table th { white-space: nowrap; }
 .footer { position: fixed; bottom: 8px; right: 16px; color: var(--muted); font-size: 13px; }
 aside.notes { display: none; }
 body.show-notes aside.notes.active { display: block; position: fixed; left: 0; right: 0; bottom: 0;
@@ -75,10 +76,20 @@ _SCRIPT = """
   var notes = Array.prototype.slice.call(document.querySelectorAll('aside.notes'));
   var counter = document.getElementById('counter');
   var current = 0;
+  function fitTables(slide) {  // shrink a wide or long table until it shows whole, without scrolling
+    slide.querySelectorAll('div.table').forEach(function (t) {
+      t.style.fontSize = '';
+      var size = parseFloat(getComputedStyle(t).fontSize);
+      while ((t.scrollWidth > t.clientWidth + 1 || t.scrollHeight > t.clientHeight + 1) && size > 7) {
+        size *= 0.94; t.style.fontSize = size + 'px';
+      }
+    });
+  }
   function show(i) {
     current = Math.max(0, Math.min(slides.length - 1, i));
     slides.forEach(function (s, k) { s.classList.toggle('active', k === current); });
     notes.forEach(function (n, k) { n.classList.toggle('active', k === current); });
+    fitTables(slides[current]);
     counter.textContent = (current + 1) + ' / ' + slides.length;
     if (location.hash !== '#' + (current + 1)) { history.replaceState(null, '', '#' + (current + 1)); }
   }
@@ -88,6 +99,7 @@ _SCRIPT = """
     else if (e.key === 'Home') { show(0); } else if (e.key === 'End') { show(slides.length - 1); }
     else if (e.key === 'n') { document.body.classList.toggle('show-notes'); }
   });
+  window.addEventListener('resize', function () { fitTables(slides[current]); });
   document.addEventListener('click', function (e) { if (e.target.tagName !== 'A') { show(current + 1); } });
   var start = parseInt((location.hash || '#1').slice(1), 10);
   show(isNaN(start) ? 0 : start - 1);
@@ -133,6 +145,9 @@ def tagged_cell(notebook, name: str, tag: str, source: str = "<deck>"):
     return cells[0]
 
 
+_PANDAS_STYLE = re.compile(r"<style scoped>.*?</style>", re.S)
+
+
 def cell_figure_html(cell, caption: str, where: str) -> str:
     """The first PNG of a cell's outputs as an ``<img>``, else its first HTML table."""
     outputs = cell.get("outputs", [])
@@ -146,6 +161,7 @@ def cell_figure_html(cell, caption: str, where: str) -> str:
         table = output.get("data", {}).get("text/html")
         table = "".join(table) if isinstance(table, list) else table
         if table and "<table" in table and "<script" not in table:
+            table = _PANDAS_STYLE.sub("", table)  # the deck styles tables; its indented CSS would read as code
             return f'\n<div class="table" title="{html.escape(caption)}">{table}</div>\n'
     raise SlideError(f"{where}: the cell has no PNG or table output (was the notebook executed?)")
 

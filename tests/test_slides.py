@@ -90,10 +90,11 @@ def test_decks_render_in_chromium(repo, built_decks, visit):
         for number in range(1, count + 1):
             assert page.page.inner_text("#counter") == f"{number} / {count}"
             if page.page.evaluate("(() => { const s = document.querySelector('section.slide.active');"
-                                  " return s.scrollHeight > s.clientHeight + 2; })()"):
-                overflowing.append(number)
+                                  " return [s, ...s.querySelectorAll('div.table')].some(e =>"
+                                  " e.scrollHeight > e.clientHeight + 2 || e.scrollWidth > e.clientWidth + 2); })()"):
+                overflowing.append(number)  # the slide, or a table that would need scrolling to be read
             page.page.keyboard.press("ArrowRight")
-        assert not overflowing, f"{deck.name}: slides {overflowing} are taller than the screen"
+        assert not overflowing, f"{deck.name}: slides {overflowing} do not fit the screen"
         page.page.keyboard.press("n")
         assert page.page.locator("aside.notes.active").is_visible(), f"{deck.name}: notes do not show"
         assert not page.errors, f"{deck.name}: script errors {page.errors}"
