@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/quality.py --mode smoke|full --seed S
 
-Generates SynthAffWild with seed S (its own copy, sized for the mode), trains the whole
-pipeline (the course backbone, then progressive stages 1-3 on its cached tokens), evaluates
-every stage on the validation split, and prints as its last line one JSON object:
+Generates SynthAffWild with seed S (its own copy with audio, sized for the mode), trains the
+whole pipeline (the course backbone, progressive stages 1-3 on its cached tokens, then stage 3
+again with each frame's audio summary beside its stage-2 features, as in ``07_multimodal_audio``
+and the ``+ audio`` row of ``08_evaluation``), evaluates every stage on the validation split, and
+prints as its last line one JSON object:
 
-- ``p_mtl`` (and ``va``, ``expr``, ``au``): the final stage's validation scores;
+- ``p_mtl`` (and ``va``, ``expr``, ``au``): the final stage's validation scores (the audio
+  stage; ``--no-audio`` stops at stage 3);
 - ``oracle``: the generator's ceiling (its clean labels scored against the noisy annotations);
 - ``trivial``: the do-nothing floor (majority class, mean VA, every AU on; see
   :func:`course_lib.metrics.do_nothing_scores`);
@@ -42,10 +45,34 @@ SETTINGS = {
 }
 
 
+def audio_stage(root, fusion, feats, train, val, config, device) -> dict[str, float]:
+    """Stage 3 once more, on the stage-2 features with each frame's audio summary beside them
+    (:func:`course_lib.evaluate.audio_summary`, band statistics from the training split)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from course_lib.audio import audio_features, band_stats
+    from course_lib.evaluate import METRIC_LABELS, audio_summary, predictions_table, scores
+    from course_lib.features import CachedFrameDataset
+    from course_lib.progressive import stage_features, temporal_stage
+
+    def features(split, table):
+        loader = DataLoader(CachedFrameDataset(feats[split], table, what="tokens"), batch_size=256)
+        return stage_features(fusion, loader, device)
+
+    stats = band_stats(audio_features(root, train))
+    f_train = torch.cat([features("train", train), audio_summary(root, train, stats)], dim=1)
+    f_val = torch.cat([features("validation", val), audio_summary(root, val, stats)], dim=1)
+    out = temporal_stage(f_train, f_val, train, val, config, device)
+    s = scores(predictions_table(out["validation"], val))
+    return {"P_MTL": s["total"], **{METRIC_LABELS[m]: s[m] for m in ("va", "expr", "au")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(SETTINGS), default="smoke")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-audio", action="store_true", help="leave out the audio branch (and the audio files)")
     parser.add_argument("--root", type=Path, default=None,
                         help="where to generate the data (default: <cache>/benchmarks/quality-<mode>-seed<S>)")
     args = parser.parse_args(argv)
@@ -65,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     device = get_device()
     seed_everything(args.seed)
     start = time.perf_counter()
-    root = args.root or cache_dir("benchmarks") / f"quality-{args.mode}-seed{args.seed}"
-    root = generate_dataset(root, **settings["data"], seed=args.seed, audio=False, progress_bar=False)
+    audio = not args.no_audio
+    root = args.root or cache_dir("benchmarks") / f"quality-{args.mode}-seed{args.seed}{'' if audio else '-noaudio'}"
+    root = generate_dataset(root, **settings["data"], seed=args.seed, audio=audio, progress_bar=False)
     t_data = time.perf_counter() - start
     print(f"data: {root} ({t_data:.1f} s)", flush=True)
 
@@ -93,9 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     trivial = do_nothing_scores(train, val)
     oracle = oracle_scores(root, "validation")
     final = result.scores[result.scores.model == "each task from its model"].iloc[-1]
+    final = {k: float(final[k]) for k in ("P_MTL", "VA CCC", "EXPR F1", "AU F1")}
     stages = {row.stage: round(float(row.P_MTL), 4) for row in result.scores.itertuples()
               if row.model in ("each task from its model", "fusion model")}
-    p = float(final["P_MTL"])
+    t_audio = 0.0
+    if audio:
+        tick = time.perf_counter()
+        final = audio_stage(root, result.models["stage2"], feats, train, val, config, device)
+        t_audio = time.perf_counter() - tick
+        stages["stage 3 + audio"] = round(final["P_MTL"], 4)
+        print(f"stage 3 + audio: P_MTL {final['P_MTL']:.3f} ({t_audio:.1f} s)", flush=True)
+    p = final["P_MTL"]
     seconds = time.perf_counter() - start
     tick = time.perf_counter()
     hog = hog_baseline(root, train, val, seed=args.seed)
@@ -104,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     gap_closed = (p - trivial["total"]) / (oracle["total"] - trivial["total"])
     summary = {
         "mode": args.mode, "seed": args.seed, "device": str(device), "cores": os.cpu_count(),
-        "p_mtl": round(p, 4), "va": round(float(final["VA CCC"]), 4), "expr": round(float(final["EXPR F1"]), 4),
-        "au": round(float(final["AU F1"]), 4),
+        "audio": audio, "p_mtl": round(p, 4), "va": round(final["VA CCC"], 4), "expr": round(final["EXPR F1"], 4),
+        "au": round(final["AU F1"], 4),
         "oracle": round(oracle["total"], 4),
         "oracle_parts": {k: round(oracle[k], 4) for k in ("va", "expr", "au")},
         "trivial": round(trivial["total"], 4),
@@ -119,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         "gap_closed": round(gap_closed, 4), "share_of_oracle": round(p / oracle["total"], 4),
         "seconds": round(seconds, 1),
         "seconds_parts": {"data": round(t_data, 1), "backbone": round(t_backbone, 1),
-                          "features": round(t_features, 1), "progressive": round(t_progressive, 1)},
+                          "features": round(t_features, 1), "progressive": round(t_progressive, 1),
+                          "audio": round(t_audio, 1)},
         "reference_seconds": round(t_references, 1),
         "frames": {"train": len(train), "validation": len(val)},
     }
