@@ -45,25 +45,17 @@ SETTINGS = {
 }
 
 
-def audio_stage(root, fusion, feats, train, val, config, device) -> dict[str, float]:
+def audio_stage(root, stage3_inputs, train, val, config, device) -> dict[str, float]:
     """Stage 3 once more, on the stage-2 features with each frame's audio summary beside them
-    (:func:`course_lib.evaluate.audio_summary`, band statistics from the training split)."""
+    (:func:`course_lib.evaluate.audio_summaries`), as the ``+ audio`` row of the ablation."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from course_lib.audio import audio_features, band_stats
-    from course_lib.evaluate import METRIC_LABELS, audio_summary, predictions_table, scores
-    from course_lib.features import CachedFrameDataset
-    from course_lib.progressive import stage_features, temporal_stage
+    from course_lib.evaluate import METRIC_LABELS, audio_summaries, predictions_table, scores
+    from course_lib.progressive import temporal_stage
 
-    def features(split, table):
-        loader = DataLoader(CachedFrameDataset(feats[split], table, what="tokens"), batch_size=256)
-        return stage_features(fusion, loader, device)
-
-    stats = band_stats(audio_features(root, train))
-    f_train = torch.cat([features("train", train), audio_summary(root, train, stats)], dim=1)
-    f_val = torch.cat([features("validation", val), audio_summary(root, val, stats)], dim=1)
-    out = temporal_stage(f_train, f_val, train, val, config, device)
+    audio_train, audio_val = audio_summaries(root, train, val)
+    out = temporal_stage(torch.cat([stage3_inputs["train"], audio_train], dim=1),
+                         torch.cat([stage3_inputs["validation"], audio_val], dim=1), train, val, config, device)
     s = scores(predictions_table(out["validation"], val))
     return {"P_MTL": s["total"], **{METRIC_LABELS[m]: s[m] for m in ("va", "expr", "au")}}
 
@@ -127,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     t_audio = 0.0
     if audio:
         tick = time.perf_counter()
-        final = audio_stage(root, result.models["stage2"], feats, train, val, config, device)
+        final = audio_stage(root, result.extra["stage3_inputs"], train, val, config, device)
         t_audio = time.perf_counter() - tick
         stages["stage 3 + audio"] = round(final["P_MTL"], 4)
         print(f"stage 3 + audio: P_MTL {final['P_MTL']:.3f} ({t_audio:.1f} s)", flush=True)

@@ -54,16 +54,12 @@ def hog_features(table: pd.DataFrame, root: str | os.PathLike) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def _labels(table: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {"va": table[["valence", "arousal"]].to_numpy(np.float64), "has_va": table["has_va"].to_numpy(bool),
-            "expr": table["expression"].to_numpy(np.int64), "has_expr": table["has_expr"].to_numpy(bool),
-            "au": table[list(AU_NAMES)].to_numpy(np.int64), "has_au": table["has_au"].to_numpy(bool)}
-
-
 def _predict_tasks(make_classifier, make_regressor, x_train: np.ndarray, train: pd.DataFrame,
                    x_eval: np.ndarray) -> dict[str, np.ndarray]:
     """Fit one model per output on the labelled training rows; predict VA, EXPR and the AUs."""
-    lab = _labels(train)
+    from .data.abaw import _label_tensors
+
+    lab = {k: v.numpy() for k, v in _label_tensors(train).items()}
     va = np.stack([np.clip(make_regressor().fit(x_train[lab["has_va"]], lab["va"][lab["has_va"], k])
                            .predict(x_eval), -1, 1) for k in range(2)], axis=1)
     expr = make_classifier().fit(x_train[lab["has_expr"]], lab["expr"][lab["has_expr"]]).predict(x_eval)

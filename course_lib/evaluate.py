@@ -487,6 +487,16 @@ def audio_summary(root: str | Path, table: pd.DataFrame, normalize: tuple["torch
     return torch.cat([windows.mean(dim=2), windows.std(dim=2)], dim=1)
 
 
+def audio_summaries(root: str | Path, train: pd.DataFrame, val: pd.DataFrame
+                    ) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """:func:`audio_summary` of the training and validation frames, both normalised with the
+    training split's band statistics: what the ``+ audio`` stage puts beside each frame's features."""
+    from .audio import audio_features, band_stats
+
+    stats = band_stats(audio_features(root, train))
+    return audio_summary(root, train, stats), audio_summary(root, val, stats)
+
+
 def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = None, seeds: Sequence[int] = (0,),
                  budget: Any = None, device: "torch.device | str | None" = None, audio: bool = True,
                  n_boot: int = 1000, level: float = 0.95, progress_bar: bool = False,
@@ -555,10 +565,7 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
             on_row(per_seed[-1])
 
     if audio:
-        from .audio import audio_features, band_stats
-
-        stats = band_stats(audio_features(root, train))
-        audio_train, audio_val = audio_summary(root, train, stats), audio_summary(root, val, stats)
+        audio_train, audio_val = audio_summaries(root, train, val)
 
     for seed in seeds:
         config = ProgressiveConfig(**{**base.__dict__, "seed": int(seed)})
@@ -609,13 +616,12 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     if references:
         from .baselines import hog_predictions, reading_predictions
 
-        for name, what, make in (
-                ("reference: HOG + linear", "gradient histograms of the face, linear models (no deep learning)",
-                 hog_predictions),
-                ("ceiling: reading each frame", "each frame's true AU intensities, gradient boosting",
-                 reading_predictions if oracle is not None else None)):
-            if make is None:
-                continue
+        made = [("reference: HOG + linear", "gradient histograms of the face, linear models (no deep learning)",
+                 hog_predictions)]
+        if oracle is not None:  # the ceiling needs SynthAffWild's ground truth
+            made.append(("ceiling: reading each frame", "each frame's true AU intensities, gradient boosting",
+                         reading_predictions))
+        for name, what, make in made:
             tick = time.perf_counter()
             p = make(root, train, val)
             table = _constant_table(val, p["va"], p["expr"], p["au"].astype(np.float64))
@@ -652,6 +658,6 @@ def format_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 __all__ = ["ABLATION_STEPS", "AU_PROB_COLUMNS", "AblationResult", "EXPR_PROB_COLUMNS", "METRICS", "METRIC_LABELS",
-           "SUBMISSION_HEADER", "SubmissionError", "audio_summary", "bootstrap", "floor_table", "format_intervals",
+           "SUBMISSION_HEADER", "SubmissionError", "audio_summaries", "audio_summary", "bootstrap", "floor_table", "format_intervals",
            "oracle_table", "per_video_scores", "predictions_table", "read_submission", "resample_counts",
            "run_ablation", "scores", "threshold_report", "tuned_thresholds", "write_submission"]

@@ -245,6 +245,8 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     With ``out_dir`` every training run checkpoints there (and a rerun resumes or reuses it).
     ``on_stage(stage, row)`` is called after each measured row and ``on_epoch(run, row)`` after
     each epoch of each training run (``run`` is e.g. ``"stage1_au"``): live tables and curves.
+    With stage 3, ``extra["stage3_inputs"]`` holds its input, the stage-2 model's features of the
+    training and validation frames (:func:`stage_features`), for further stage-3 variants.
     """
     import pandas as pd
 
@@ -330,6 +332,7 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
             tick = time.perf_counter()
             plain_train = DataLoader(train_set, batch_size=256)
             f_train, f_val = stage_features(fusion, plain_train, device), stage_features(fusion, val_loader, device)
+            stage3_inputs = {"train": f_train, "validation": f_val}
             stage3 = temporal_stage(f_train, f_val, train, val, config, device, out_dir=out_dir,
                                     progress_bar=progress_bar, on_epoch=on_epoch)
             for task, run in stage3["runs"].items():
@@ -343,7 +346,8 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     return ProgressiveResult(scores=table, histories=histories, models=models, predictions=predictions,
                              config=config, seconds=time.perf_counter() - start,
                              extra={"device": str(device), "train_frames": len(train_set),
-                                    "val_frames": len(val_set), "config": asdict(config)})
+                                    "val_frames": len(val_set), "config": asdict(config),
+                                    **({"stage3_inputs": stage3_inputs} if "stage3" in stages else {})})
 
 
 __all__ = ["PROGRESSIVE", "STAGES", "TASKS", "FusionModel", "ProgressiveConfig", "ProgressiveResult",

@@ -10,12 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from course_lib.data import synth
 from course_lib.data.abaw import read_mtl_annotations
 from course_lib.features import CachedFrameDataset
 from course_lib.models import MTLConfig, build_model
-from course_lib.progressive import FusionModel, progressive_config, run_progressive, task_loss
+from course_lib.progressive import FusionModel, progressive_config, run_progressive, stage_features, task_loss
 from course_lib.train import read_run_config
 
 TINY = dict(dim=16, stage1_epochs=1, stage2_epochs=1, stage3_epochs=1, temporal_dim=16, batch_size=32,
@@ -79,12 +80,18 @@ def test_three_stages_are_scored_and_checkpointed(tiny, tmp_path):
     n_val = len(read_mtl_annotations(root / "validation_set_annotations.txt"))
     for stage, pred in result.predictions.items():  # every validation frame predicted exactly once
         assert sorted(pred["index"].tolist()) == list(range(n_val)), stage
+    inputs = result.extra["stage3_inputs"]  # the stage-2 model's features, as stage 3 read them
+    val_loader = DataLoader(CachedFrameDataset(feats["validation"], read_mtl_annotations(
+        root / "validation_set_annotations.txt"), what="tokens"), batch_size=64)
+    torch.testing.assert_close(inputs["validation"], stage_features(result.models["stage2"], val_loader, "cpu"))
+    assert len(inputs["train"]) == result.extra["train_frames"]
     names = sorted(p.name for p in tmp_path.glob("*.pt"))
     assert names == sorted(["stage1_au.pt", "stage1_expr.pt", "stage1_va.pt", "stage2_joint.pt",
                             "stage3_au.pt", "stage3_expr.pt", "stage3_va.pt"])
     again = run_progressive(root, "smoke", config=progressive_config("smoke", **TINY), feats=feats, device="cpu",
                             out_dir=tmp_path, progress_bar=False, stages=("stage1",))
     np.testing.assert_allclose(again.scores.P_MTL.to_numpy(), table.P_MTL.to_numpy()[:4])  # reused checkpoints
+    assert "stage3_inputs" not in again.extra
     with pytest.raises(ValueError, match="prefix"):
         run_progressive(root, "smoke", feats=feats, stages=("stage2",))
 
