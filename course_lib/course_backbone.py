@@ -1,22 +1,23 @@
-"""The course's own "pretrained" backbone: trained once on SynthAffWild, cached, reused.
+"""The course backbone: pretrained once on other faces and shipped, or trained from scratch.
 
-Taught in ``02_backbones_and_features``. The ABAW winners start from backbones pretrained on
-millions of faces (MAE ViTs, DINOv2). Offline there are no such weights, so the course does
-what those papers do in miniature: it pretrains a timm CNN, multi-task and supervised (AU
-BCE + EXPR cross-entropy + VA CCC loss) on the synthetic training frames, once, caches the
-checkpoint keyed by the data, and from then on uses it frozen as the feature extractor whose
-patch tokens the later notebooks cache and train on. On Colab with internet,
-``02_backbones_and_features`` shows how to swap in DINOv2 instead.
+Taught in ``02_backbones_and_features``. Every ABAW system starts from a backbone pretrained on
+far more faces than the target set (000: an EfficientNet trained on AffectNet expressions;
+001: an MAE ViT; 002: DINOv2; 003: a face-recognition IResNet). The course's is
+``course_face`` (:mod:`course_lib.pretrain`): pretrained on thousands of synthetic identities
+that no course split uses, shipped as ``course_lib/weights/weights.safetensors`` with its model
+card. :func:`course_backbone` loads it, frozen, in seconds: it trains nothing.
 
-Sizes per mode (:data:`COURSE_BACKBONE`): smoke mode trains PP-LCNet-0.5 (a CNN designed for
-CPUs, 0.1 M parameters once cut after its stride-16 stage) for a few epochs, so that it fits in
-seconds on a CPU; full mode trains a ResNet-18 dilated to stride 16. Both give a 7 x 7 grid of
-tokens on the data's 112 px faces. The losses are weighted (per-AU positive weights, expression
-class weights) as in the ABAW systems, because rare AUs and classes otherwise never reach F1.
+``from_scratch=True`` instead trains a backbone on the course's own training split (the recipe
+of :data:`COURSE_BACKBONE`: a timm CNN, multi-task and supervised with the weighted AU BCE,
+EXPR cross-entropy and VA CCC losses, cached keyed by the data). ``02`` shows why this is not
+the default: on a few dozen videos the network learns who is in the video, not what the face
+does. Both give a 7 x 7 grid of tokens on the data's 112 px faces. On Colab with internet,
+``02`` shows how to swap in DINOv2 instead.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,10 @@ import torch
 
 from .config import cache_dir, get_device
 from .models import MTLConfig, MultiTaskModel, backbone_fingerprint, create_backbone
-from .models.backbones import Backbone
+from .models.backbones import COURSE_FACE, COURSE_FACE_ARCH, COURSE_FACE_WEIGHTS, Backbone
 
-#: The course backbone per mode: timm name, input size, output stride (token grid), training.
+#: The course backbone trained from scratch on the course split, per mode (the comparison of ``02``):
+#: timm name, input size, output stride (token grid), training.
 COURSE_BACKBONE: dict[str, dict[str, Any]] = {
     "smoke": {"name": "lcnet_050", "image_size": 112, "backbone_kwargs": {"token_stride": 16}, "epochs": 4,
               "batch_size": 64, "lr": 3e-3},
@@ -41,7 +43,8 @@ MAX_POS_WEIGHT = 10.0
 
 @dataclass
 class CourseBackbone:
-    """The frozen backbone plus what is known about its training."""
+    """The frozen backbone plus what is known about its training (``scores``: the validation
+    P_MTL of a from-scratch backbone, or the probe R² of the pretrained one's model card)."""
 
     backbone: Backbone
     fingerprint: str
@@ -52,10 +55,28 @@ class CourseBackbone:
     seconds: float
     trained_now: bool
 
+    @property
+    def pretrained(self) -> bool:
+        """True for the shipped ``course_face`` backbone, False for one trained from scratch here."""
+        return bool(self.settings.get("pretrained"))
 
-def _checkpoint_path(settings: dict[str, Any], data_fingerprint: str) -> Path:
+    def summary(self) -> str:
+        """One line: what this backbone is and how it was trained."""
+        if self.pretrained:
+            card = self.settings.get("card", {})
+            data, probe = card.get("data", {}), card.get("course_probe") or {}
+            line = (f"{self.settings['name']} ({self.settings['timm_name']} cut at stride "
+                    f"{self.settings['token_stride']}), pretrained on {card.get('frames_seen', '?')} frames of "
+                    f"{data.get('identities', '?')} other identities")
+            return line + (f"; AU probe R2 {probe['mean']:.2f} on unseen people" if "mean" in probe else "")
+        return (f"{self.settings['name']} trained from scratch on this data's training split for "
+                f"{self.settings['epochs']} epochs, validation P_MTL {self.scores['total']:.3f}")
+
+
+def _checkpoint_path(settings: dict[str, Any], data_fingerprint: str, seed: int) -> Path:
     stride = "-".join(f"{k}{v}" for k, v in sorted(settings["backbone_kwargs"].items()))
     name = f"{settings['name']}-{settings['image_size']}px-{stride}-e{settings['epochs']}-lr{settings['lr']:g}"
+    name += f"-s{seed}" if seed else ""
     return cache_dir("backbones") / f"course-{name}-{data_fingerprint}.pt"
 
 
@@ -72,12 +93,35 @@ def training_config(settings: dict[str, Any]) -> MTLConfig:
                      backbone_kwargs=dict(settings["backbone_kwargs"]))
 
 
-def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.device | str | None = None,
-                    retrain: bool = False, progress_bar: bool = True, **overrides: Any) -> CourseBackbone:
-    """The course backbone for the data in ``root``: loaded from the cache, or trained now.
+def pretrained_backbone(device: torch.device | str | None = None) -> CourseBackbone | None:
+    """The shipped ``course_face`` backbone, frozen, with its model card; None without the file."""
+    import pandas as pd
 
-    ``overrides`` change the settings of :data:`COURSE_BACKBONE` (``epochs=1``, ...); the cache
-    key includes them and the data's fingerprint, so a different data set trains anew.
+    if not COURSE_FACE_WEIGHTS.exists():
+        return None
+    start = time.perf_counter()
+    backbone = create_backbone(COURSE_FACE, pretrained=True, image_size=COURSE_FACE_ARCH["image_size"]).freeze()
+    card_path = COURSE_FACE_WEIGHTS.with_name("model_card.json")
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    device = torch.device(device) if device is not None else get_device()
+    settings = {"name": COURSE_FACE, "image_size": COURSE_FACE_ARCH["image_size"], "backbone_kwargs": {},
+                "pretrained": True, "timm_name": COURSE_FACE_ARCH["timm_name"],
+                "token_stride": COURSE_FACE_ARCH["token_stride"], "card": card}
+    return CourseBackbone(backbone=backbone.to(device), fingerprint=backbone_fingerprint(backbone),
+                          path=COURSE_FACE_WEIGHTS, settings=settings, history=pd.DataFrame(card.get("history", [])),
+                          scores=card.get("course_probe"), seconds=time.perf_counter() - start, trained_now=False)
+
+
+def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.device | str | None = None,
+                    from_scratch: bool = False, retrain: bool = False, progress_bar: bool = True,
+                    seed: int = 0, **overrides: Any) -> CourseBackbone:
+    """The course backbone for the data in ``root``: the shipped pretrained one, or one trained
+    from scratch on ``root``'s training split (``from_scratch=True``, or when the weights file is
+    missing; then loaded from the cache, or trained now).
+
+    ``overrides`` change the from-scratch settings of :data:`COURSE_BACKBONE` (``epochs=1``, ...);
+    the cache key includes them and the data's fingerprint, so a different data set trains anew.
+    ``seed`` seeds the from-scratch initialisation and batch order.
     """
     import pandas as pd
     from torch.utils.data import DataLoader
@@ -87,9 +131,14 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     from .data.synth import dataset_fingerprint
     from .train import TrainConfig, fit, save_checkpoint
 
+    if not from_scratch:
+        pretrained = pretrained_backbone(device)
+        if pretrained is not None:
+            return pretrained
+        print(f"{COURSE_FACE_WEIGHTS} not found: training a backbone from scratch on the course split instead")
     root = Path(root)
     settings = {**COURSE_BACKBONE[mode], **overrides}
-    path = _checkpoint_path(settings, dataset_fingerprint(root))
+    path = _checkpoint_path(settings, dataset_fingerprint(root), seed)
     device = torch.device(device) if device is not None else get_device()
     if path.exists() and not retrain:
         saved = torch.load(path, map_location="cpu", weights_only=False)
@@ -105,12 +154,13 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     augment = v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2)])
     train_set = FrameDataset(train, root, transform=augment, preload=True)
     val_set = FrameDataset(val, root, preload=True)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=True, drop_last=True,
                               generator=generator)
     val_loader = DataLoader(val_set, batch_size=256)
-    torch.manual_seed(0)
-    model = MultiTaskModel(training_config(settings))
+    with torch.random.fork_rng():  # the initial weights from ``seed``, without touching the global stream
+        torch.manual_seed(seed)
+        model = MultiTaskModel(training_config(settings))
     start = time.perf_counter()
     result = fit(model, train_loader, val_loader, input_key="image", device=device, progress_bar=progress_bar,
                  loss_fn=weighted_loss(train), config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"],
@@ -135,7 +185,7 @@ def weighted_loss(train_table) -> "MultiTaskLoss":  # noqa: F821
 
 
 def course_features(root: Path | str, mode: str = "smoke", *, device: torch.device | str | None = None,
-                    progress_bar: bool = True) -> tuple[CourseBackbone, dict]:
+                    progress_bar: bool = True, from_scratch: bool = False) -> tuple[CourseBackbone, dict]:
     """The course backbone and its cached features (train and validation) for ``root``.
 
     Every notebook from 03 on starts here: whatever is missing (backbone, features) is
@@ -143,7 +193,7 @@ def course_features(root: Path | str, mode: str = "smoke", *, device: torch.devi
     """
     from .features import ensure_features
 
-    cb = course_backbone(root, mode, device=device, progress_bar=progress_bar)
+    cb = course_backbone(root, mode, device=device, progress_bar=progress_bar, from_scratch=from_scratch)
     feats = ensure_features(cb.backbone, root, backbone_fingerprint=cb.fingerprint,
                             image_size=cb.settings["image_size"], device=device, progress_bar=progress_bar)
     return cb, feats

@@ -1,4 +1,5 @@
-"""The course backbone: trained once, cached by data fingerprint, reloaded identically; features follow."""
+"""The course backbone: the shipped pretrained one by default; from scratch, trained once, cached by data
+fingerprint and reloaded identically; features follow."""
 
 from __future__ import annotations
 
@@ -17,13 +18,19 @@ def tiny_data(tmp_path_factory):
 
 def test_trained_once_then_loaded(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
-    first = course_backbone(tiny_data, "smoke", epochs=1, progress_bar=False, device="cpu")
+    first = course_backbone(tiny_data, "smoke", epochs=1, progress_bar=False, device="cpu", from_scratch=True)
     assert first.trained_now and first.path.exists() and len(first.history) == 1
-    assert first.backbone.frozen and first.backbone.grid_size == (7, 7)
-    again = course_backbone(tiny_data, "smoke", epochs=1, progress_bar=False, device="cpu")
+    assert first.backbone.frozen and first.backbone.grid_size == (7, 7) and not first.pretrained
+    assert "from scratch" in first.summary()
+    again = course_backbone(tiny_data, "smoke", epochs=1, progress_bar=False, device="cpu", from_scratch=True)
     assert not again.trained_now and again.fingerprint == first.fingerprint
     x = torch.rand(2, 3, 112, 112)
     assert torch.equal(first.backbone(x)["tokens"], again.backbone(x)["tokens"])
+    other = course_backbone(tiny_data, "smoke", epochs=1, progress_bar=False, device="cpu", from_scratch=True, seed=1)
+    assert other.trained_now and other.path != first.path  # another seed, another backbone
     cb, feats = course_features(tiny_data, "smoke", progress_bar=False, device="cpu")
-    assert not cb.trained_now or cb.settings["epochs"] != 1  # default settings train a new one: keyed by epochs
-    assert feats["train"].tokens.shape[1:] == (49, 128) and len(feats["validation"]) > 0
+    if cb.pretrained:  # the shipped weights: nothing trained, 256-dim tokens of course_face
+        assert not cb.trained_now and feats["train"].tokens.shape[1:] == (49, 256)
+    else:  # a checkout without them falls back to training from scratch with the default settings
+        assert feats["train"].tokens.shape[1:] == (49, 128)
+    assert len(feats["validation"]) > 0

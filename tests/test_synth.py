@@ -79,6 +79,18 @@ def test_every_class_in_training_and_real_like_missing_rates(tmp_path):
     assert rates["AU25"] > 0.4 and rates["AU15"] < 0.2 and rates["AU25"] == rates.max()
 
 
+def test_every_au_active_in_each_split():
+    """Small sets too (the smoke size): an AU that no episode switched on gets an activation of its own."""
+    from course_lib.data.face import AU_THRESHOLD
+
+    for seed in range(6):
+        plans = synth.plan_dataset(32, 45, seed=seed)
+        for split in ("train", "validation"):
+            intensity = np.concatenate([p.au_intensity for p in plans if p.split == split])
+            active = (intensity >= AU_THRESHOLD).any(axis=0)
+            assert active.all(), (seed, split, [a for a, on in zip(AU_NAMES, active) if not on])
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     kwargs = dict(n_videos=3, frames_per_video=40, val_fraction=0.34, audio=True, progress_bar=False)
     with pytest.raises(ValueError, match="expression episodes"):

@@ -364,6 +364,24 @@ def _missing_mask(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
     return mask
 
 
+def _ensure_au_coverage(plans: list[VideoPlan], seed: int) -> None:
+    """Make every AU active somewhere in each split: an AU that no expression episode of a split
+    switched on (AU23 often, in a small set) gets one short activation of its own in one of the
+    split's videos, as real faces show AUs outside prototypical expressions too. Splits that
+    already show every AU are left untouched."""
+    for s_index, split in enumerate(("train", "validation")):
+        members = [p for p in plans if p.split == split]
+        for k in range(len(AU_NAMES)):
+            if not members or any(np.any(p.au_intensity[:, k] >= AU_THRESHOLD) for p in members):
+                continue
+            rng = np.random.default_rng([seed, 3, s_index, k])
+            plan = members[int(rng.integers(len(members)))]
+            length = min(plan.n_frames, int(rng.integers(12, 25)))
+            start = int(rng.integers(0, plan.n_frames - length + 1))
+            bump = np.sin(np.linspace(0, np.pi, length)) ** 2 * rng.uniform(0.55, 0.9)
+            plan.au_intensity[start:start + length, k] = np.maximum(plan.au_intensity[start:start + length, k], bump)
+
+
 def _ensure_expr_coverage(plans: list[VideoPlan]) -> None:
     """Keep at least one labelled frame of every class in each split (unmask where needed)."""
     for split in ("train", "validation"):
@@ -388,7 +406,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
-def _finish_frame(img: Image.Image, light: np.ndarray, blur: float, noise: np.ndarray) -> Image.Image:
+def finish_frame(img: Image.Image, light: np.ndarray, blur: float, noise: np.ndarray) -> Image.Image:
     """Lighting gradient, sensor noise and blur on a rendered face."""
     arr = np.asarray(img, dtype=np.float32)
     yy, xx = _grid(img.size[0])
@@ -423,7 +441,7 @@ def _render_video(plan: VideoPlan, root: str, image_size: int, seed: int) -> str
         img, regs = render_face(plan.identity, plan.au_intensity[i], plan.poses[i], image_size=image_size,
                                 occluder=plan.occluders[i])
         noise = np.roll(bank[i % 4], shift=(int(rng.integers(image_size)), int(rng.integers(image_size))), axis=(0, 1))
-        img = _finish_frame(img, plan.light[i], float(plan.blur[i]), noise)
+        img = finish_frame(img, plan.light[i], float(plan.blur[i]), noise)
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=int(plan.jpeg_quality[i]))
         (partial / f"{i + 1:05d}.jpg").write_bytes(buf.getvalue())
@@ -486,11 +504,11 @@ def plan_dataset(n_videos: int, frames_per_video: int, *, seed: int = 0, audio: 
                          f"{train_slots} expression episodes; need {len(EPISODE_SHARE)} to show every class: "
                          "use more or longer videos")
     classes = _assign_classes(slots, splits, root_rng)
-    plans = []
-    for v in range(n_videos):
-        plan = plan_video(names[v], splits[v], v, classes[v], slots[v], rngs[v], frames_per_video, audio=audio)
+    plans = [plan_video(names[v], splits[v], v, classes[v], slots[v], rngs[v], frames_per_video, audio=audio)
+             for v in range(n_videos)]
+    _ensure_au_coverage(plans, seed)
+    for v, plan in enumerate(plans):
         plan.annotations = annotate(plan, np.random.default_rng([seed, 2, v]), MISSING_RATES[splits[v]])
-        plans.append(plan)
     _ensure_expr_coverage(plans)
     return plans
 

@@ -22,12 +22,19 @@ multiple of 14 and the size is rounded to one (112 = 8 x 14 already is).
 ``pretrained=True`` never downloads when :func:`course_lib.config.is_offline` is true; then,
 or when the download fails, it prints one line and uses random weights
 (``pretrained_loaded`` tells which happened).
+
+``"course_face"`` names the course's own backbone: timm's ``resnet10t`` cut after its stride-16
+stage, pretrained by ``python -m course_lib.pretrain`` on faces of thousands of synthetic
+identities that no course split uses. Its weights ship with the course
+(``course_lib/weights/weights.safetensors``, with ``MODEL_CARD.md``) and load the timm way,
+from the file, offline: ``create_backbone("course_face", pretrained=True)``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Literal
 
 import timm
@@ -45,9 +52,16 @@ _VIT_MODULES: frozenset[str] = frozenset({"vision_transformer", "deit"})
 #: Default CNN output stride: 7 x 7 tokens for a 112 px face.
 DEFAULT_OUTPUT_STRIDE: int = 16
 
+#: The course's own face backbone (``02``): its name, timm architecture and cut, and weights file.
+COURSE_FACE: str = "course_face"
+COURSE_FACE_ARCH: dict = {"timm_name": "resnet10t", "token_stride": 16, "image_size": 112}
+COURSE_FACE_WEIGHTS: Path = Path(__file__).resolve().parents[1] / "weights" / "weights.safetensors"
+
 
 def backbone_family(name: str) -> Family:
     """``"dinov2"``, ``"vit"`` or ``"cnn"`` for a timm model name (tag such as ``.lvd142m`` allowed)."""
+    if name == COURSE_FACE:
+        return "cnn"
     arch = timm.models.get_arch_name(name)
     try:
         module = timm.models.model_entrypoint(arch).__module__.rsplit(".", 1)[-1]
@@ -181,8 +195,12 @@ def create_backbone(name: str, *, pretrained: bool = False, image_size: int = 11
     go to ``timm.create_model`` (e.g. ``patch_size=8`` for a ViT).
 
     ``pretrained=True`` loads timm's weights unless the course is offline or they cannot be
-    had; then it prints one line and keeps the random initialisation.
+    had; then it prints one line and keeps the random initialisation. For ``"course_face"`` it
+    loads the course's shipped weights file instead (see the module docstring).
     """
+    if name == COURSE_FACE:
+        return _course_face(pretrained=pretrained, image_size=image_size, output_stride=output_stride,
+                            token_stride=token_stride, **timm_kwargs)
     family = backbone_family(name)
     kwargs = dict(timm_kwargs)
     kwargs.setdefault("num_classes", 0)
@@ -244,6 +262,35 @@ def create_backbone(name: str, *, pretrained: bool = False, image_size: int = 11
                     std=tuple(data_cfg["std"]), pretrained_loaded=loaded, token_index=token_index)
 
 
+def _course_face(*, pretrained: bool, image_size: int, output_stride: int | None, token_stride: int | None,
+                 weights: Path | str | None = None, **timm_kwargs) -> Backbone:
+    """The course face backbone, its shipped weights (or ``weights``) loaded when ``pretrained``."""
+    arch = COURSE_FACE_ARCH
+    if output_stride is not None or token_stride not in (None, arch["token_stride"]) or timm_kwargs:
+        raise ValueError(f"{COURSE_FACE} is {arch['timm_name']} cut at stride {arch['token_stride']}: "
+                         "it takes only image_size (and weights=)")
+    path = Path(weights) if weights is not None else COURSE_FACE_WEIGHTS
+    loaded = pretrained and path.exists()
+    if pretrained and not loaded:
+        print(f"{path} not found: {COURSE_FACE} uses random initialisation "
+              "(python -m course_lib.pretrain --ship writes it)")
+    overlay = {"pretrained_cfg_overlay": {"file": str(path)}} if loaded else {}
+    model = timm.create_model(arch["timm_name"], pretrained=loaded, num_classes=0, **overlay)
+    data_cfg = timm.data.resolve_model_data_config(model)
+    index = [i for i, f in enumerate(model.feature_info) if f["reduction"] == arch["token_stride"]][-1]
+    model.prune_intermediate_layers(indices=[index], prune_head=True)
+    if loaded:  # timm loads a cut model's file non-strictly: check that it held every weight the cut model has
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            missing = sorted(set(model.state_dict()) - set(f.keys()))
+        if missing:
+            raise ValueError(f"{path} lacks {len(missing)} weights of {COURSE_FACE} (first: {missing[0]}): "
+                             "not a course_face weights file")
+    return Backbone(model, name=COURSE_FACE, family="cnn", image_size=image_size, mean=tuple(data_cfg["mean"]),
+                    std=tuple(data_cfg["std"]), pretrained_loaded=loaded, token_index=index)
+
+
 def backbone_fingerprint(backbone: Backbone) -> str:
     """A 16-hex-digit key for caches of extracted features: same key, same tokens.
 
@@ -262,5 +309,5 @@ def backbone_fingerprint(backbone: Backbone) -> str:
     return h.hexdigest()
 
 
-__all__ = ["Backbone", "DEFAULT_OUTPUT_STRIDE", "backbone_family", "backbone_fingerprint",
+__all__ = ["Backbone", "COURSE_FACE", "COURSE_FACE_ARCH", "COURSE_FACE_WEIGHTS", "DEFAULT_OUTPUT_STRIDE", "backbone_family", "backbone_fingerprint",
            "create_backbone"]

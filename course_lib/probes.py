@@ -1,0 +1,133 @@
+"""What a frozen backbone encodes: linear probes on its pooled features.
+
+Taught in ``02_backbones_and_features`` (transfer). A probe freezes the backbone, extracts one
+pooled vector per face, and fits the simplest possible read-out on them: ridge regression to
+the AU intensities (:func:`au_probe`, scored by R² on faces of *other* people), and a logistic
+classifier to the person (:func:`identity_probe`, scored on other frames of the same people).
+A backbone that reads what the face does scores high on the first; one that learned who is in
+the video scores high on the second only. ``python -m course_lib.pretrain`` logs the AU probe
+as it trains; the model card records it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .labels import AU_NAMES
+
+
+@torch.no_grad()
+def pooled_features(backbone: torch.nn.Module, pixels: np.ndarray, *, batch_size: int = 256,
+                    device: torch.device | str = "cpu") -> np.ndarray:
+    """Pooled features (N, C) of uint8 frames (N, H, W, 3), in eval mode, without gradients."""
+    was_training = backbone.training
+    backbone.eval()
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch_size])).to(device)
+        x = x.permute(0, 3, 1, 2).float().div_(255)
+        out.append(backbone(x)["pooled"].float().cpu().numpy())
+    backbone.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def au_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> dict:
+    """Ridge from standardised features to the 12 AU intensities; R² on the validation rows.
+
+    The ridge strength is chosen by leave-one-out on the training rows only (scikit-learn's
+    ``RidgeCV``). Returns ``{"mean": float, "per_au": {AU: R²}, "alpha": float}``.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    model.fit(train_x, train_y)
+    pred = model.predict(val_x)
+    per_au = {name: float(r2_score(val_y[:, k], pred[:, k])) for k, name in enumerate(AU_NAMES)}
+    return {"mean": float(np.mean(list(per_au.values()))), "per_au": per_au,
+            "alpha": float(model[-1].alpha_)}
+
+
+def identity_probe(features: np.ndarray, identity: np.ndarray, *, seed: int = 0) -> float:
+    """Accuracy of a logistic classifier telling people apart, trained on half of each person's
+    frames and tested on the other half (chance: 1 / number of people)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(identity), dtype=bool)
+    for person in np.unique(identity):
+        rows = np.flatnonzero(identity == person)
+        test[rng.permutation(rows)[: len(rows) // 2]] = True
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    model.fit(features[~test], identity[~test])
+    return float((model.predict(features[test]) == identity[test]).mean())
+
+
+def true_au_intensities(root: Path | str, table) -> np.ndarray:
+    """The generator's AU intensities (N, 12) for the rows of an annotation ``table`` (SynthAffWild only)."""
+    from .data.synth import load_ground_truth
+
+    out = np.zeros((len(table), len(AU_NAMES)), dtype=np.float32)
+    for video, rows in table.groupby("video", sort=False).indices.items():
+        gt = load_ground_truth(root, video)
+        out[rows] = gt["au_intensity"][table["frame"].to_numpy()[rows] - 1]
+    return out
+
+
+def course_probe_set(root: Path | str) -> dict[str, dict[str, np.ndarray]]:
+    """Frames, true AU intensities and video of each split of a generated SynthAffWild folder.
+
+    SynthAffWild splits by video (each video one person), so the validation faces are of
+    people the probe never saw. Returns ``{"train": {...}, "validation": {...}}`` with keys
+    ``pixels`` (uint8), ``au`` (intensities) and ``video``.
+    """
+    from .data.abaw import decode_frame, read_mtl_annotations
+    from .features import SPLIT_FILES
+
+    root = Path(root)
+    out = {}
+    for split, name in SPLIT_FILES.items():
+        table = read_mtl_annotations(root / name)
+        pixels = np.stack([decode_frame(root / "cropped_aligned" / image).permute(1, 2, 0).numpy()
+                           for image in table["image"]])
+        out[split] = {"pixels": pixels, "au": true_au_intensities(root, table), "video": table["video"].to_numpy()}
+    return out
+
+
+def course_au_probe(backbone: torch.nn.Module, probe_set: dict, *, device: torch.device | str = "cpu") -> dict:
+    """:func:`au_probe` of ``backbone`` on a :func:`course_probe_set` (train -> validation)."""
+    fx = {s: pooled_features(backbone, probe_set[s]["pixels"], device=device) for s in probe_set}
+    return au_probe(fx["train"], probe_set["train"]["au"], fx["validation"], probe_set["validation"]["au"])
+
+
+def plot_au_probes(results: dict[str, dict], title: str = "AU probe: R² per AU on faces of unseen people"):
+    """Grouped bars of per-AU R² for several backbones (``{name: au_probe(...) result}``); a static
+    matplotlib figure, so that the slides can show it."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    colors = ["#adb5bd", "#e9c46a", "#2a9d8f", "#264653", "#e76f51"]
+    width = 0.8 / max(1, len(results))
+    x = np.arange(len(AU_NAMES))
+    for k, ((name, result), color) in enumerate(zip(results.items(), colors)):
+        values = np.clip([result["per_au"][a] for a in AU_NAMES], -0.5, None)
+        ax.bar(x + (k - (len(results) - 1) / 2) * width, values, width, color=color,
+               label=f"{name} (mean {result['mean']:.2f})")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, AU_NAMES)
+    ax.set_ylim(-0.5, 1)
+    ax.set_ylabel("R² (clipped at -0.5)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", ncol=len(results), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_au_probes", "true_au_intensities", "au_probe", "course_au_probe", "course_probe_set", "identity_probe", "pooled_features"]
