@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib.models.backbones import COURSE_FACE
     from course_lib.probes import au_probe, course_probe_set, identity_probe, pooled_features
 
+    from course_lib.models.backbones import COURSE_FACE_WEIGHTS
+
+    if not COURSE_FACE_WEIGHTS.exists():
+        parser.error(f"{COURSE_FACE_WEIGHTS} not found: nothing pretrained to probe (python -m course_lib.pretrain --ship)")
     root = generate_dataset(cache_dir("benchmarks") / f"probe-seed{args.seed}", n_videos=60, frames_per_video=30,
                             seed=args.seed, progress_bar=False)
     data = course_probe_set(root)

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib.data.synth import generate_dataset, oracle_scores
     from course_lib.features import ensure_features
     from course_lib.metrics import do_nothing_scores
+    from course_lib.models.backbones import COURSE_FACE_WEIGHTS
     from course_lib.progressive import progressive_config, run_progressive
 
     settings = SETTINGS[args.mode]
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {root} ({t_data:.1f} s)", flush=True)
 
     tick = time.perf_counter()
+    if not args.from_scratch and not COURSE_FACE_WEIGHTS.exists():
+        parser.error(f"{COURSE_FACE_WEIGHTS} not found: ship the pretrained weights or pass --from-scratch")
     cb = course_backbone(root, args.mode, device=device, progress_bar=False, from_scratch=args.from_scratch,
                          **(settings["backbone"] if args.from_scratch else {}))
     t_backbone = time.perf_counter() - tick

@@ -134,6 +134,9 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     if not from_scratch:
         pretrained = pretrained_backbone(device)
         if pretrained is not None:
+            if overrides or retrain:
+                raise ValueError(f"retrain and {sorted(overrides)} are settings of a backbone trained from scratch: "
+                                 "pass from_scratch=True (the pretrained one is loaded as shipped)")
             return pretrained
         print(f"{COURSE_FACE_WEIGHTS} not found: training a backbone from scratch on the course split instead")
     root = Path(root)
@@ -158,13 +161,14 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     train_loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=True, drop_last=True,
                               generator=generator)
     val_loader = DataLoader(val_set, batch_size=256)
-    with torch.random.fork_rng():  # the initial weights from ``seed``, without touching the global stream
+    start = time.perf_counter()
+    # initial weights, augmentation and dropout all from ``seed``, without touching the caller's stream
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = MultiTaskModel(training_config(settings))
-    start = time.perf_counter()
-    result = fit(model, train_loader, val_loader, input_key="image", device=device, progress_bar=progress_bar,
-                 loss_fn=weighted_loss(train), config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"],
-                                                                  weight_decay=0.05))
+        result = fit(model, train_loader, val_loader, input_key="image", device=device, progress_bar=progress_bar,
+                     loss_fn=weighted_loss(train), config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"],
+                                                                      weight_decay=0.05))
     seconds = time.perf_counter() - start
     backbone = model.backbone
     save_checkpoint(path, {"backbone": backbone.state_dict(), "settings": settings,

@@ -179,8 +179,10 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
     au_std = corpus.au.std(0).clip(1e-3).astype(np.float32)
 
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the initial weights: this is a command's entry point, not library code
-    model = AUReader(new_backbone()).to(device, memory_format=torch.channels_last)  # faster convolutions
+    with torch.random.fork_rng(devices=[]):  # the initial weights from ``seed``; the caller's stream untouched
+        torch.manual_seed(seed)
+        model = AUReader(new_backbone())
+    model = model.to(device, memory_format=torch.channels_last)  # faster convolutions
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.05)
     checkpoint = out / "checkpoint.pt"
     step, seconds, history = 0, 0.0, []
@@ -203,6 +205,11 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
         atomic_write(checkpoint, buf.getvalue())
 
     mean_t, std_t = torch.from_numpy(au_mean).to(device), torch.from_numpy(au_std).to(device)
+    # mixed precision on a GPU: bfloat16 where the GPU has it natively, float16 with loss scaling otherwise (T4)
+    amp_dtype = None
+    if device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     total = settings["steps"]
     bar = progress(total=total, initial=step, desc="pretraining", unit="step", disable=not progress_bar)
     running, window_start, window_images = None, time.perf_counter(), 0
@@ -216,13 +223,15 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
         w = torch.from_numpy(visible_mask(corpus.occluded[rows])).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, total, settings["lr"])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             pred = model(x)
         loss = ((pred.float() - y) ** 2 * w).sum() / w.sum().clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         step += 1
         seconds += time.perf_counter() - tick
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
@@ -283,7 +292,8 @@ def write_release(out: Path, backbone: Backbone, settings: dict, history: list[d
         from .data.synth import generate_dataset
 
         root = generate_dataset(cache_dir("probe") / f"synth-probe-{COURSE_PROBE_SEED}", n_videos=60,
-                                frames_per_video=30, seed=COURSE_PROBE_SEED, progress_bar=False)
+                                frames_per_video=30, seed=COURSE_PROBE_SEED, progress_bar=False,
+                                overwrite=True)  # a private folder: another generator version replaces it
         result = course_au_probe(backbone, course_probe_set(root))
         card["course_probe"] = {"data": f"SynthAffWild seed {COURSE_PROBE_SEED}, 60 videos x 30 frames, "
                                         "ridge fitted on the training videos, R2 on the validation videos",
@@ -305,7 +315,8 @@ def model_card_markdown(card: dict) -> str:
              f"- **Training**: {t['steps']} steps of {t['batch_size']} frames ({card['frames_seen']} frames seen), "
              f"AdamW, peak learning rate {t['lr']}, seed {t['seed']}",
              f"- **Parameters**: {card['parameters']:,}",
-             f"- **Hardware**: {card['hardware']}; wall time {card['wall_seconds'] / 60:.1f} min",
+             f"- **Hardware**: {card['hardware']}; training time {card['wall_seconds'] / 60:.1f} min (the steps; "
+             "corpus rendering and probes apart)",
              f"- **Reproduce**: `{card['command']}`", ""]
     tables = [("held-out corpus identities", card.get("probe_held_out_identities"))]
     if card.get("course_probe"):

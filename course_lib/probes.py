@@ -21,8 +21,11 @@ from .labels import AU_NAMES
 
 @torch.no_grad()
 def pooled_features(backbone: torch.nn.Module, pixels: np.ndarray, *, batch_size: int = 256,
-                    device: torch.device | str = "cpu") -> np.ndarray:
-    """Pooled features (N, C) of uint8 frames (N, H, W, 3), in eval mode, without gradients."""
+                    device: torch.device | str | None = None) -> np.ndarray:
+    """Pooled features (N, C) of uint8 frames (N, H, W, 3), in eval mode, without gradients, on
+    ``device`` (default: where the backbone's weights are)."""
+    if device is None:
+        device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
     out = []
@@ -101,7 +104,7 @@ def course_probe_set(root: Path | str) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def course_au_probe(backbone: torch.nn.Module, probe_set: dict, *, device: torch.device | str = "cpu") -> dict:
+def course_au_probe(backbone: torch.nn.Module, probe_set: dict, *, device: torch.device | str | None = None) -> dict:
     """:func:`au_probe` of ``backbone`` on a :func:`course_probe_set` (train -> validation)."""
     fx = {s: pooled_features(backbone, probe_set[s]["pixels"], device=device) for s in probe_set}
     return au_probe(fx["train"], probe_set["train"]["au"], fx["validation"], probe_set["validation"]["au"])

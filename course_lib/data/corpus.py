@@ -191,7 +191,8 @@ def build_corpus(root: Path | str, spec: CorpusSpec, *, workers: int | None = No
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write(root / "corpus.json", json.dumps(spec.as_dict(), indent=1).encode())
+    atomic_write(root / f"corpus-{spec.first}-{spec.n_identities}x{spec.frames_per_identity}.json",
+                 json.dumps(spec.as_dict(), indent=1).encode())
     todo = []
     for k, stem in enumerate(_shard_stems(root, spec)):
         first = spec.first + k * SHARD_IDENTITIES

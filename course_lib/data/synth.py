@@ -52,7 +52,7 @@ from .face import (AU_THRESHOLD, REGION_VERTICES, SKIN_TONES, Identity, Occluder
 from .voice import SAMPLE_RATE, synthesize_voice, wav_bytes
 
 GENERATOR = "SynthAffWild"
-VERSION = 1
+VERSION = 2  # 2: every AU active in each split (_ensure_au_coverage)
 FPS = 30
 
 _AU = {name: i for i, name in enumerate(AU_NAMES)}
