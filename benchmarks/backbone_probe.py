@@ -11,7 +11,8 @@ identity uses it; 60 videos x 30 frames, split by video), extracts the frozen po
 - the smoke-mode backbone trained from scratch on the course's smoke training split (the
   course's recipe before it shipped weights; ``--no-scratch`` skips it),
 
-and fits ridge on standardised features to the true AU intensities of the training videos;
+and fits ridge on standardised features to the true AU intensities of the training videos (its
+strength chosen by cross-validation across those videos);
 prints R² per AU on the validation videos, an identity probe (tell the 60 people apart from
 half of each video's frames), and as its last line one JSON object.
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     results, identity = {}, {}
     for name, backbone in backbones.items():
         fx = {s: pooled_features(backbone, data[s]["pixels"]) for s in data}
-        results[name] = au_probe(fx["train"], data["train"]["au"], fx["validation"], data["validation"]["au"])
+        results[name] = au_probe(fx["train"], data["train"]["au"], fx["validation"], data["validation"]["au"],
+                                 groups=data["train"]["video"])
         identity[name] = identity_probe(np.concatenate([fx["train"], fx["validation"]]),
                                         np.concatenate([data["train"]["video"], data["validation"]["video"]]))
     table = pd.DataFrame({name: {**r["per_au"], "mean": r["mean"], "identity accuracy": identity[name]}

@@ -20,6 +20,8 @@ def test_au_probe_reads_informative_features_and_not_noise():
     bad = au_probe(noise[:400], au[:400], noise[400:], au[400:])
     assert bad["mean"] < 0.05
     assert np.isclose(good["mean"], np.mean(list(good["per_au"].values())))
+    grouped = au_probe(informative[:400], au[:400], informative[400:], au[400:], groups=np.arange(400) // 40)
+    assert min(grouped["per_au"].values()) > 0.95  # the strength chosen across groups (people) reads them too
 
 
 def test_identity_probe_tells_people_apart_only_when_features_do():
