@@ -668,7 +668,8 @@ def ensure_course_data(mode: str = "smoke", *, audio: bool = True, seed: int = 0
 
     A folder with ``training_set_annotations.txt`` and ``cropped_aligned/`` but no
     SynthAffWild metadata is taken as a real s-Aff-Wild2 copy and used as it is. Otherwise the
-    synthetic set for ``mode`` is generated under ``<data>/synth-<mode>`` (reused when present).
+    synthetic set for ``mode`` is generated under ``<data>/synth-<mode>`` (reused when present;
+    regenerated when it was made by another generator version or with other settings).
     """
     from ..config import data_dir
 
@@ -677,7 +678,9 @@ def ensure_course_data(mode: str = "smoke", *, audio: bool = True, seed: int = 0
             and not (base / "metadata.json").exists():
         return base
     sizes = COURSE_SIZES[mode]
-    return generate_dataset(base / f"synth-{mode}", **sizes, seed=seed, audio=audio, progress_bar=progress_bar)
+    # the course's own folder: one made by another generator version or with other settings is replaced
+    return generate_dataset(base / f"synth-{mode}", **sizes, seed=seed, audio=audio, progress_bar=progress_bar,
+                            overwrite=True)
 
 
 __all__ = ["AU_THRESHOLD", "COURSE_SIZES", "EXPR_PROTOTYPES", "Identity", "Occluder", "Pose", "VideoPlan",
