@@ -12,7 +12,7 @@ identity uses it; 60 videos x 30 frames, split by video), extracts the frozen po
   course's recipe before it shipped weights; ``--no-scratch`` skips it),
 
 and fits ridge on standardised features to the true AU intensities of the training videos (its
-strength chosen by cross-validation across those videos);
+strength chosen by leave-one-out, or with ``--grouped`` by cross-validation across the videos);
 prints R² per AU on the validation videos, an identity probe (tell the 60 people apart from
 half of each video's frames), and as its last line one JSON object.
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--no-scratch", action="store_true", help="skip the backbone trained from scratch")
+    parser.add_argument("--grouped", action="store_true",
+                        help="choose the ridge strength by cross-validation across videos (default: leave-one-out)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, backbone in backbones.items():
         fx = {s: pooled_features(backbone, data[s]["pixels"]) for s in data}
         results[name] = au_probe(fx["train"], data["train"]["au"], fx["validation"], data["validation"]["au"],
-                                 groups=data["train"]["video"])
+                                 groups=data["train"]["video"] if args.grouped else None)
         identity[name] = identity_probe(np.concatenate([fx["train"], fx["validation"]]),
                                         np.concatenate([data["train"]["video"], data["validation"]["video"]]))
     table = pd.DataFrame({name: {**r["per_au"], "mean": r["mean"], "identity accuracy": identity[name]}

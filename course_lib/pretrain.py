@@ -147,8 +147,7 @@ def corpus_probe(backbone: Backbone, probe: Corpus, device: torch.device | str) 
     """AU probe R² of ``backbone`` on held-out corpus identities."""
     split = probe_split(probe)
     fx = {s: pooled_features(backbone, probe.pixels(rows), device=device) for s, rows in split.items()}
-    return au_probe(fx["train"], probe.au[split["train"]], fx["validation"], probe.au[split["validation"]],
-                    groups=probe.identity[split["train"]])
+    return au_probe(fx["train"], probe.au[split["train"]], fx["validation"], probe.au[split["validation"]])
 
 
 def _hardware(device: torch.device) -> str:

@@ -114,8 +114,7 @@ def course_probe_set(root: Path | str) -> dict[str, dict[str, np.ndarray]]:
 def course_au_probe(backbone: torch.nn.Module, probe_set: dict, *, device: torch.device | str | None = None) -> dict:
     """:func:`au_probe` of ``backbone`` on a :func:`course_probe_set` (train -> validation)."""
     fx = {s: pooled_features(backbone, probe_set[s]["pixels"], device=device) for s in probe_set}
-    return au_probe(fx["train"], probe_set["train"]["au"], fx["validation"], probe_set["validation"]["au"],
-                    groups=probe_set["train"]["video"])
+    return au_probe(fx["train"], probe_set["train"]["au"], fx["validation"], probe_set["validation"]["au"])
 
 
 def plot_au_probes(results: dict[str, dict], title: str = "AU probe: R² per AU on faces of unseen people"):
