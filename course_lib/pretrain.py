@@ -166,6 +166,7 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
     stops after that step with a checkpoint (returns None): a long run in several sittings.
     """
     from .progress import progress
+    from .train import save_checkpoint
 
     out = Path(out)
     settings = {**PRETRAIN_SIZES[size], **overrides, "seed": seed, "architecture": ARCHITECTURE}
@@ -198,11 +199,9 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
         print(f"resuming {checkpoint} at step {step} of {settings['steps']}")
 
     def save() -> None:
-        buf = __import__("io").BytesIO()
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "seconds": seconds, "history": history, "settings": settings,
-                    "generator": generator.get_state()}, buf)
-        atomic_write(checkpoint, buf.getvalue())
+        save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                     "seconds": seconds, "history": history, "settings": settings,
+                                     "generator": generator.get_state()})
 
     mean_t, std_t = torch.from_numpy(au_mean).to(device), torch.from_numpy(au_std).to(device)
     # mixed precision on a GPU: bfloat16 where the GPU has it natively, float16 with loss scaling otherwise (T4)
