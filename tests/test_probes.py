@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from course_lib.labels import AU_NAMES
-from course_lib.probes import au_probe, identity_probe, pooled_features, true_au_intensities
+from course_lib.probes import au_probe, au_probe_by_video, identity_probe, pooled_features, true_au_intensities
 
 
 def test_au_probe_reads_informative_features_and_not_noise():
@@ -22,6 +23,23 @@ def test_au_probe_reads_informative_features_and_not_noise():
     assert np.isclose(good["mean"], np.mean(list(good["per_au"].values())))
     grouped = au_probe(informative[:400], au[:400], informative[400:], au[400:], groups=np.arange(400) // 40)
     assert min(grouped["per_au"].values()) > 0.95  # the strength chosen across groups (people) reads them too
+
+
+def test_probe_by_video_scores_only_on_people_it_never_saw():
+    rng = np.random.default_rng(2)
+    video = np.repeat(np.arange(30), 20)
+    person_au = rng.uniform(0, 1, (30, 12))  # each person's own AU values, not readable from the face
+    identity = rng.normal(0, 1, (30, 48))[video] + rng.normal(0, 0.05, (600, 48))
+    memorised = au_probe(identity[::2], person_au[video][::2], identity[1::2], person_au[video][1::2])
+    assert memorised["mean"] > 0.8  # other frames of the same people: a lookup of who it is scores high
+    held_out = au_probe_by_video(identity, person_au[video], video)
+    assert held_out["mean"] < 0.1  # unseen people: who it is says nothing
+    au = rng.uniform(0, 1, (600, 12))
+    face = np.concatenate([au @ rng.normal(0, 1, (12, 24)), identity], axis=1)
+    read = au_probe_by_video(face, au, video)
+    assert min(read["per_au"].values()) > 0.9 and read["alpha"] > 0
+    with pytest.raises(ValueError, match="6 videos"):
+        au_probe_by_video(face[:120], au[:120], video[:120])
 
 
 def test_identity_probe_tells_people_apart_only_when_features_do():
