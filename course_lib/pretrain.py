@@ -158,18 +158,28 @@ def _hardware(device: torch.device) -> str:
 
 def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str | None = None,
              corpus_dir: Path | str | None = None, seed: int = 0, progress_bar: bool = True,
-             command: str | None = None, until: int | None = None, **overrides: Any) -> dict | None:
+             command: str | None = None, until: int | None = None, init: Path | str | None = None,
+             **overrides: Any) -> dict | None:
     """Pretrain (or resume pretraining) into ``out``; returns the model card.
 
     ``overrides`` change the settings of :data:`PRETRAIN_SIZES` (``steps=...``). A checkpoint in
     ``out`` with the same settings is resumed; one with other settings is an error. ``until``
     stops after that step with a checkpoint (returns None): a long run in several sittings.
+    ``init``: a finished run's folder to continue from (its weights, a fresh learning-rate
+    schedule); the card then counts both runs' frames and time and gives both commands.
     """
     from .progress import progress
     from .train import save_checkpoint
 
     out = Path(out)
     settings = {**PRETRAIN_SIZES[size], **overrides, "seed": seed, "architecture": ARCHITECTURE}
+    before = None
+    if init is not None:
+        init = Path(init).resolve()
+        if not (init / "model_card.json").exists():
+            raise FileNotFoundError(f"{init / 'model_card.json'} not found: --init needs a finished run's folder")
+        before = json.loads((init / "model_card.json").read_text())
+        settings["init"] = str(init)
     device = torch.device(device) if device is not None else get_device()
     corpus_root = Path(corpus_dir) if corpus_dir is not None else cache_dir("corpus")
     spec = CorpusSpec(settings["identities"], settings["frames"])
@@ -183,6 +193,8 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
     with torch.random.fork_rng(devices=[]):  # the initial weights from ``seed``; the caller's stream untouched
         torch.manual_seed(seed)
         model = AUReader(new_backbone())
+    if init is not None:
+        model.load_state_dict(torch.load(init / "checkpoint.pt", map_location="cpu", weights_only=False)["model"])
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.05)
     checkpoint = out / "checkpoint.pt"
@@ -254,12 +266,15 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
         print(f"stopped at step {step} of {total}: run the same command again to continue")
         return None
     return write_release(out, model.backbone, settings, history, seconds, device,
-                         command or "python -m course_lib.pretrain --size " + size)
+                         command or "python -m course_lib.pretrain --size " + size, before=before)
 
 
 def write_release(out: Path, backbone: Backbone, settings: dict, history: list[dict], seconds: float,
-                  device: torch.device, command: str) -> dict:
-    """Write ``weights.safetensors``, ``model_card.json`` and ``MODEL_CARD.md`` into ``out``."""
+                  device: torch.device, command: str, before: dict | None = None) -> dict:
+    """Write ``weights.safetensors``, ``model_card.json`` and ``MODEL_CARD.md`` into ``out``.
+
+    ``before``: the card of the run this one continued (``init``): its history comes first, and
+    frames, time and commands add up."""
     from safetensors.torch import save_file
 
     backbone = backbone.cpu().eval()
@@ -267,6 +282,12 @@ def write_release(out: Path, backbone: Backbone, settings: dict, history: list[d
     tmp = out / ".weights.safetensors.tmp"
     save_file(state, str(tmp), metadata={"architecture": json.dumps(ARCHITECTURE)})
     tmp.replace(out / "weights.safetensors")
+    if before is not None:  # continue the earlier run's curve
+        images, secs, steps = (before["history"][-1][k] for k in ("images", "seconds", "step"))
+        history = before["history"] + [{**h, "step": h["step"] + steps, "images": h["images"] + images,
+                                        "seconds": round(h["seconds"] + secs, 2)} for h in history]
+        seconds += before["wall_seconds"]
+        command = before["command"] + " && " + command
     probes = [h for h in history if "probe_r2" in h]
     card: dict[str, Any] = {
         "architecture": ARCHITECTURE, "parameters": int(sum(v.numel() for v in state.values())),
@@ -278,6 +299,8 @@ def write_release(out: Path, backbone: Backbone, settings: dict, history: list[d
                  "identity_range": [CORPUS_SEED, CORPUS_SEED + settings["identities"] - 1],
                  "probe_identity_range": [PROBE_FIRST, PROBE_FIRST + settings["probe_identities"] - 1]},
         "training": {k: settings[k] for k in ("steps", "batch_size", "lr", "seed")},
+        "stages": [*before.get("stages", [before["training"]]), {k: settings[k] for k in ("steps", "batch_size", "lr", "seed")}]
+        if before is not None else [{k: settings[k] for k in ("steps", "batch_size", "lr", "seed")}],
         "frames_seen": int(history[-1]["images"]) if history else 0,
         "hardware": _hardware(device), "wall_seconds": round(seconds, 1),
         "probe_held_out_identities": probes[-1]["probe_per_au"] if probes else None,
@@ -311,8 +334,10 @@ def model_card_markdown(card: dict) -> str:
              f"- **Data**: {d['identities']} identities x {d['frames_per_identity']} frames, identity numbers "
              f"{d['identity_range'][0]}..{d['identity_range'][1]} ({d['generator']}), every nuisance on",
              f"- **Objective**: {card['objective']}",
-             f"- **Training**: {t['steps']} steps of {t['batch_size']} frames ({card['frames_seen']} frames seen), "
-             f"AdamW, peak learning rate {t['lr']}, seed {t['seed']}",
+             "- **Training**: " + " then ".join(
+                 f"{st['steps']} steps of {st['batch_size']} frames (peak learning rate {st['lr']})"
+                 for st in card.get("stages", [t])) + f"; {card['frames_seen']} frames seen, AdamW with warm-up "
+             f"and cosine decay{' in each stage' if len(card.get('stages', [])) > 1 else ''}, seed {t['seed']}",
              f"- **Parameters**: {card['parameters']:,}",
              f"- **Hardware**: {card['hardware']}; training time {card['wall_seconds'] / 60:.1f} min (the steps; "
              "corpus rendering and probes apart)",
@@ -372,13 +397,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--steps", type=int, help="training steps (default: the size's)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the best there is)")
     parser.add_argument("--until", type=int, help="stop after this step (a rerun continues)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the size's)")
+    parser.add_argument("--init", type=Path, help="continue from this finished run's folder (its weights)")
     parser.add_argument("--ship", action="store_true", help="copy the weights and card into course_lib/weights/")
     args = parser.parse_args(argv)
-    overrides = {"steps": args.steps} if args.steps else {}
+    overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v}
     out = args.out or cache_dir(f"pretrain-{args.size}")
     command = "python -m course_lib.pretrain " + shlex.join(sys.argv[1:] if argv is None else argv)
     card = pretrain(out, args.size, device=args.device, corpus_dir=args.corpus, command=command, until=args.until,
-                    **overrides)
+                    init=args.init, **overrides)
     if card is None:
         return None
     print(json.dumps({k: card[k] for k in ("frames_seen", "wall_seconds", "probe_held_out_mean")}))

@@ -91,6 +91,23 @@ def test_tiny_pretraining_writes_release_and_resumes_exactly(tmp_path, one_threa
     with pytest.raises(ValueError, match="other settings"):
         pretrain(tmp_path / "split", "tiny", device="cpu", corpus_dir=corpus_dir, progress_bar=False, lr=1e-2)
 
+    # a second stage continues from the first one's weights; the card adds both up
+    more = pretrain(tmp_path / "more", "tiny", device="cpu", corpus_dir=corpus_dir, progress_bar=False,
+                    init=tmp_path / "whole", steps=2, lr=1e-3, command="second")
+    assert more["frames_seen"] == 4 * 8 + 2 * 8 and more["history"][-1]["step"] == 6
+    assert more["wall_seconds"] > card["wall_seconds"] and more["command"] == card["command"] + " && second"
+    assert [st["steps"] for st in more["stages"]] == [4, 2] and more["stages"][1]["lr"] == 1e-3
+    assert "4 steps of 8 frames (peak learning rate 0.002) then 2 steps" in (tmp_path / "more" / "MODEL_CARD.md").read_text()
+    continued = create_backbone(COURSE_FACE, pretrained=True, weights=tmp_path / "more" / "weights.safetensors")
+    assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), continued.state_dict().values()))
+    still = pretrain(tmp_path / "still", "tiny", device="cpu", corpus_dir=corpus_dir, progress_bar=False,
+                     init=tmp_path / "whole", steps=1, lr=1e-12)  # starts from the first stage's weights
+    still = create_backbone(COURSE_FACE, pretrained=True, weights=tmp_path / "still" / "weights.safetensors")
+    for (k, a), b in zip(whole.named_parameters(), dict(still.named_parameters()).values()):
+        torch.testing.assert_close(a, b, msg=k)
+    with pytest.raises(FileNotFoundError, match="finished run"):
+        pretrain(tmp_path / "other", "tiny", device="cpu", corpus_dir=corpus_dir, progress_bar=False, init=tmp_path / "split2")
+
 
 def test_course_face_loads_the_timm_way_and_rejects_foreign_files(tmp_path):
     from safetensors.torch import save_file
