@@ -465,6 +465,35 @@ def test_sequence_windows(tree, window, stride, pad, starts):
     check_windows(ds, table)
 
 
+@pytest.mark.parametrize("window, stride, pad, starts", [
+    (3, 1, False, [1, 2, 3]),  # runs 1-5 and 9-10: the second is shorter than a window
+    (2, 1, False, [1, 2, 3, 4, 9]),
+    (3, 3, True, [1, 4, 9]),  # each run tiled on its own; partial windows padded within their run
+    (4, 1, True, [1, 2, 3, 9]),
+])
+def test_windows_never_join_frames_across_a_gap(tree, tmp_path, window, stride, pad, starts):
+    root, table = tree
+    v1 = table[table.video == "v1"].sort_values("frame").reset_index(drop=True)  # frames 1..7
+    new_numbers = np.where(v1.frame > 5, v1.frame + 3, v1.frame)  # 6, 7 -> 9, 10: no face in 6-8
+    (tmp_path / "cropped_aligned" / "v1").mkdir(parents=True)
+    for old, new in zip(v1.frame, new_numbers):
+        (tmp_path / "cropped_aligned" / "v1" / f"{new:05d}.jpg").write_bytes(
+            (root / "cropped_aligned" / "v1" / f"{old:05d}.jpg").read_bytes())
+    v1["frame"], v1["image"] = new_numbers, [f"v1/{f:05d}.jpg" for f in new_numbers]
+    ds = SequenceDataset(v1, tmp_path, window=window, stride=stride, pad=pad)
+    frames = ds.table["frame"].to_numpy()
+    assert sorted(int(frames[w.rows[0]]) for w in ds.windows) == starts
+    for w in ds.windows:
+        real = frames[w.rows[w.valid]]
+        assert np.array_equal(real, np.arange(real[0], real[0] + len(real)))  # consecutive: no gap inside
+        assert (frames[w.rows[~w.valid]] == real[-1]).all()  # padding repeats the run's last frame
+    if pad and stride <= window:
+        covered = np.zeros(len(ds.table), bool)
+        for w in ds.windows:
+            covered[w.rows[w.valid]] = True
+        assert covered.all()
+
+
 def test_sequence_tiling_covers_every_frame_once_and_stitches_back(tree):
     root, table = tree
     ds = SequenceDataset(table, root, window=4, stride=4, pad=True)

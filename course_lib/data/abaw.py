@@ -571,8 +571,11 @@ def _make_windows(table: pd.DataFrame, window: int, stride: int, pad: bool
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Window rows (W, T), valid mask (W, T), video code per window (W,), video names."""
     codes, videos = pd.factorize(table["video"], sort=False)
-    order = np.lexsort((table["frame"].to_numpy(np.int64), codes))
-    edges = np.flatnonzero(np.diff(codes[order])) + 1
+    frames = table["frame"].to_numpy(np.int64)
+    order = np.lexsort((frames, codes))
+    # a run ends where the video changes or frame numbers skip (no face was cropped there):
+    # a window never joins frames that are not consecutive in the video
+    edges = np.flatnonzero((np.diff(codes[order]) != 0) | (np.diff(frames[order]) != 1)) + 1
     offsets = np.arange(window)
     rows, valid, video_of = [], [], []
     for a, b in zip(np.r_[0, edges], np.r_[edges, len(order)]):
@@ -645,11 +648,12 @@ class WindowedLabels(Dataset):
 class SequenceDataset(WindowedLabels):
     """Windows of ``window`` consecutive frames of one video, for temporal models (``01_data``).
 
-    Frames of a video are taken in frame-number order (consecutive rows: frame numbers may
-    skip where no face was cropped); windows start every ``stride`` frames and never cross
-    videos. A window that would run past the video's end is dropped, so a video shorter than
-    ``window`` gives none; with ``pad=True`` the first such window is kept, padded by repeating
-    the last frame (so with ``stride <= window`` every frame is in some window).
+    Frames of a video are taken in frame-number order and cut into runs of consecutive frame
+    numbers: where numbers skip (no face was cropped there, as in the real release) a new run
+    starts, so a window never joins frames across a gap, nor across videos. Windows start every
+    ``stride`` frames of a run. A window that would run past the run's end is dropped, so a run
+    shorter than ``window`` gives none; with ``pad=True`` the first such window is kept, padded
+    by repeating the run's last frame (so with ``stride <= window`` every frame is in some window).
 
     Item ``i``: ``image`` float32 (T, 3, H, W), ``va`` (T, 2), ``expr`` (T,), ``au`` (T, 12),
     ``has_va``/``has_expr``/``has_au`` (T,) (False on padding, so masked losses count a frame
