@@ -12,7 +12,8 @@ outputs (:func:`predictions_table`). On it:
   is far more independent evidence than there is and gives intervals that are too narrow;
 - :func:`write_submission` / :func:`read_submission`: the challenge's prediction file;
 - :func:`run_ablation`: the course's components switched on one at a time, on the same data
-  and budget, each with its interval, next to the do-nothing floor and the data's oracle ceiling.
+  and budget, each with its interval, next to the do-nothing floor and the data's oracle ceiling;
+  :func:`step_gains`: what each step adds, with a paired interval (:func:`bootstrap_difference`).
 
 The bootstrap is exact and fast because every term of P_MTL is a function of sums that add up
 over videos: CCC needs ``n, sum x, sum y, sum x^2, sum y^2, sum xy``; an F1 needs TP, FP, FN.
@@ -295,6 +296,68 @@ def _bootstrap_many(dfs: Sequence[pd.DataFrame], *, n: int, seed: int, level: fl
     out.index.name = "metric"
     out.attrs.update(n=n, level=level, by=by, groups=len(groups))
     return out
+
+
+def bootstrap_difference(before: Sequence[pd.DataFrame], after: Sequence[pd.DataFrame], n: int = 1000,
+                         seed: int = 0, level: float = 0.95, *, by: str = "video",
+                         au_threshold: float | Sequence[float] | np.ndarray = 0.5) -> pd.DataFrame:
+    """Paired interval of ``mean(after) - mean(before)`` for P_MTL and its parts.
+
+    Each resample draws the same videos for both sides (and every seed's table on each side), so
+    what the two have in common (which videos are hard) cancels: a component "helps" when the
+    interval of its gain lies above 0, which two overlapping per-row intervals cannot tell.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    sides, groups = [], None
+    for dfs in (before, after):
+        side = []
+        for df in dfs:
+            s, layout, g = _stats(df, by, au_threshold)
+            if groups is not None and not np.array_equal(g, groups):
+                raise ValueError(f"the tables cover different {by} values: they cannot be paired")
+            groups = g
+            side.append(s)
+        sides.append(side)
+    counts = resample_counts(len(groups), n, seed)
+    boot = []
+    for side in sides:
+        mean = {m: np.zeros(n) for m in METRICS}
+        for s in side:
+            for m, v in _metrics_from_sums(counts @ s, layout).items():
+                mean[m] += v / len(side)
+        boot.append(mean)
+    point = [{m: float(np.mean([scores(df, au_threshold)[m] for df in dfs])) for m in METRICS}
+             for dfs in (before, after)]
+    alpha = (1.0 - level) / 2.0
+    rows = {}
+    for m in METRICS:
+        d = boot[1][m] - boot[0][m]
+        d = d[np.isfinite(d)]
+        low, high = np.quantile(d, [alpha, 1 - alpha]) if d.size else (np.nan, np.nan)
+        rows[m] = {"difference": point[1][m] - point[0][m], "low": float(low), "high": float(high),
+                   "share_above_0": float((d > 0).mean()) if d.size else np.nan}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "metric"
+    out.attrs.update(n=n, level=level, by=by, groups=len(groups))
+    return out
+
+
+def step_gains(result: "AblationResult", n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+    """What each ablation step adds to the one before it: :func:`bootstrap_difference` of P_MTL
+    (and its parts) between consecutive configurations of ``result``, over its seeds and videos."""
+    names = [n for n in ABLATION_STEPS if result.predictions.get(n)]
+    rows = []
+    for before, after in zip(names, names[1:]):
+        d = bootstrap_difference(result.predictions[before], result.predictions[after], n=n_boot, level=level)
+        row: dict[str, Any] = {"step": after, "over": before}
+        for m in METRICS:
+            label = METRIC_LABELS[m]
+            row[f"{label} gain"], row[f"{label} low"], row[f"{label} high"] = d.loc[m, ["difference", "low", "high"]]
+        row["verdict"] = ("helps" if row["P_MTL low"] > 0 else "hurts" if row["P_MTL high"] < 0
+                          else "no clear effect")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def bootstrap(df: pd.DataFrame, n: int = 1000, seed: int = 0, level: float = 0.95, *, by: str = "video",
@@ -658,6 +721,7 @@ def format_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 __all__ = ["ABLATION_STEPS", "AU_PROB_COLUMNS", "AblationResult", "EXPR_PROB_COLUMNS", "METRICS", "METRIC_LABELS",
-           "SUBMISSION_HEADER", "SubmissionError", "audio_summaries", "audio_summary", "bootstrap", "floor_table", "format_intervals",
+           "SUBMISSION_HEADER", "SubmissionError", "audio_summaries", "audio_summary", "bootstrap", "bootstrap_difference",
+           "floor_table", "format_intervals",
            "oracle_table", "per_video_scores", "predictions_table", "read_submission", "resample_counts",
-           "run_ablation", "scores", "threshold_report", "tuned_thresholds", "write_submission"]
+           "run_ablation", "scores", "step_gains", "threshold_report", "tuned_thresholds", "write_submission"]

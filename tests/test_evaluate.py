@@ -251,6 +251,30 @@ def tiny(tmp_path_factory):
     return root, feats, result
 
 
+def test_paired_difference_sees_a_gain_that_per_row_intervals_cannot():
+    table = fake_table(n_videos=12, frames=40, seed=11, missing=False)
+    rng = np.random.default_rng(11)
+    hard = np.repeat(rng.uniform(0.2, 0.9, 12), 40)  # some videos are much harder: both models suffer alike
+    base = fake_predictions(table, seed=11, shuffle=False)
+    truth = np.where(table[["has_va"]].to_numpy(), table[["valence", "arousal"]].to_numpy(), 0.0)
+    noise = rng.normal(0, 1, (len(table), 2))
+    before, after = dict(base), dict(base)
+    before["va_pred"] = np.clip(hard[:, None] * truth + 0.50 * noise, -1, 1)
+    after["va_pred"] = np.clip(hard[:, None] * truth + 0.40 * noise, -1, 1)  # the same noise, a bit less of it
+    a, b = ev.predictions_table(before, table), ev.predictions_table(after, table)
+    rows = ev.bootstrap(a, n=500), ev.bootstrap(b, n=500)
+    assert rows[1].loc["va", "low"] < rows[0].loc["va", "high"]  # the two rows' intervals overlap
+    d = ev.bootstrap_difference([a], [b], n=500)
+    assert d.loc["va", "difference"] == pytest.approx(ev.scores(b)["va"] - ev.scores(a)["va"])
+    assert 0 < d.loc["va", "low"] <= d.loc["va", "difference"] <= d.loc["va", "high"]  # paired: clearly a gain
+    assert d.loc["va", "share_above_0"] == 1.0
+    same = ev.bootstrap_difference([a], [a], n=200)
+    assert (same[["difference", "low", "high"]].abs().to_numpy() < 1e-12).all()
+    other = fake_table(n_videos=5, frames=40, seed=12)
+    with pytest.raises(ValueError, match="cannot be paired"):
+        ev.bootstrap_difference([a], [ev.predictions_table(fake_predictions(other, seed=12), other)])
+
+
 def test_ablation_table_has_every_configuration_with_intervals(tiny):
     from course_lib import baselines
     from course_lib.data import synth
@@ -278,6 +302,12 @@ def test_ablation_table_has_every_configuration_with_intervals(tiny):
     assert result.per_seed["seconds"].gt(0).all()
     text = ev.format_intervals(table)
     assert text["P_MTL"].str.match(r"^-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]$").all()
+    gains = ev.step_gains(result, n_boot=200)
+    assert gains["step"].tolist() == list(ev.ABLATION_STEPS)[1:]
+    for _, row in gains.iterrows():  # each step's gain is the difference of the two rows' P_MTL
+        assert row["P_MTL gain"] == pytest.approx(rows.loc[row["step"], "P_MTL"] - rows.loc[row["over"], "P_MTL"])
+        assert row["P_MTL low"] - 1e-9 <= row["P_MTL gain"] <= row["P_MTL high"] + 1e-9
+    assert set(gains["verdict"]) <= {"helps", "hurts", "no clear effect"}
 
 
 def test_ablation_temporal_row_is_run_progressive_stage3(tiny):
