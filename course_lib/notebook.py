@@ -110,14 +110,14 @@ def plotly_bundle(fig) -> dict:
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import timm
-
-        out["timm"] = timm.__version__
-    except ImportError:  # pragma: no cover - timm is a dependency
+    try:  # the installed version, without importing timm (and torchvision): seconds a notebook may not need
+        out["timm"] = version("timm")
+    except PackageNotFoundError:  # pragma: no cover - timm is a dependency
         out["timm"] = "missing"
     return out
 
