@@ -261,40 +261,56 @@ def resample_counts(n_groups: int, n: int, seed: int = 0) -> np.ndarray:
     return counts
 
 
-def _bootstrap_many(dfs: Sequence[pd.DataFrame], *, n: int, seed: int, level: float, by: str,
-                    au_threshold) -> pd.DataFrame:
-    """Intervals of the mean over ``dfs`` (e.g. several training seeds on the same frames), each
-    resample drawing the same videos for every df."""
+def _resampled_means(sides: Sequence[Sequence[pd.DataFrame]], *, n: int, seed: int, level: float, by: str,
+                     au_threshold, mismatch: str) -> tuple[list[dict[str, np.ndarray]], list[dict[str, float]], int]:
+    """For each side (a list of tables, e.g. several training seeds on the same frames): the mean
+    over its tables of every metric on ``n`` resamples, all drawing the same videos for every table
+    of every side, and its point estimate. Returns ``(boot per side, point per side, n_groups)``;
+    ``mismatch`` ends the error raised when the tables cover different ``by`` values."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     stats, groups = [], None
-    for df in dfs:
-        s, layout, g = _stats(df, by, au_threshold)
-        if groups is not None and not np.array_equal(g, groups):
-            raise ValueError(f"the tables cover different {by} values: bootstrap them separately")
-        groups = g
-        stats.append(s)
+    for dfs in sides:
+        side = []
+        for df in dfs:
+            s, layout, g = _stats(df, by, au_threshold)
+            if groups is not None and not np.array_equal(g, groups):
+                raise ValueError(f"the tables cover different {by} values: {mismatch}")
+            groups = g
+            side.append(s)
+        stats.append(side)
     counts = resample_counts(len(groups), n, seed)
-    boot = {m: np.zeros(n) for m in METRICS}
-    for s in stats:
-        for m, v in _metrics_from_sums(counts @ s, layout).items():
-            boot[m] += v / len(stats)
-    point = {m: 0.0 for m in METRICS}
-    for df in dfs:
-        sc = scores(df, au_threshold)
-        for m in METRICS:
-            point[m] += sc[m] / len(dfs)
+    boots = []
+    for side in stats:
+        mean = {m: np.zeros(n) for m in METRICS}
+        for s in side:
+            for m, v in _metrics_from_sums(counts @ s, layout).items():
+                mean[m] += v / len(side)
+        boots.append(mean)
+    points = [{m: float(np.mean([scores(df, au_threshold)[m] for df in dfs])) for m in METRICS} for dfs in sides]
+    return boots, points, len(groups)
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the finite ``values`` (NaN, NaN when none is)."""
     alpha = (1.0 - level) / 2.0
-    rows = {}
-    for m in METRICS:
-        v = boot[m][np.isfinite(boot[m])]
-        low, high = (np.quantile(v, [alpha, 1 - alpha]) if v.size else (np.nan, np.nan))
-        rows[m] = {"estimate": point[m], "low": float(low), "high": float(high)}
+    v = values[np.isfinite(values)]
+    low, high = np.quantile(v, [alpha, 1 - alpha]) if v.size else (np.nan, np.nan)
+    return float(low), float(high)
+
+
+def _bootstrap_many(dfs: Sequence[pd.DataFrame], *, n: int, seed: int, level: float, by: str,
+                    au_threshold) -> pd.DataFrame:
+    """Intervals of the mean over ``dfs`` (e.g. several training seeds on the same frames), each
+    resample drawing the same videos for every df."""
+    (boot,), (point,), n_groups = _resampled_means([dfs], n=n, seed=seed, level=level, by=by,
+                                                   au_threshold=au_threshold, mismatch="bootstrap them separately")
+    rows = {m: dict(zip(("estimate", "low", "high"), (point[m], *_interval(boot[m], level)))) for m in METRICS}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "metric"
-    out.attrs.update(n=n, level=level, by=by, groups=len(groups))
+    out.attrs.update(n=n, level=level, by=by, groups=n_groups)
     return out
 
 
@@ -307,39 +323,18 @@ def bootstrap_difference(before: Sequence[pd.DataFrame], after: Sequence[pd.Data
     what the two have in common (which videos are hard) cancels: a component "helps" when the
     interval of its gain lies above 0, which two overlapping per-row intervals cannot tell.
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    sides, groups = [], None
-    for dfs in (before, after):
-        side = []
-        for df in dfs:
-            s, layout, g = _stats(df, by, au_threshold)
-            if groups is not None and not np.array_equal(g, groups):
-                raise ValueError(f"the tables cover different {by} values: they cannot be paired")
-            groups = g
-            side.append(s)
-        sides.append(side)
-    counts = resample_counts(len(groups), n, seed)
-    boot = []
-    for side in sides:
-        mean = {m: np.zeros(n) for m in METRICS}
-        for s in side:
-            for m, v in _metrics_from_sums(counts @ s, layout).items():
-                mean[m] += v / len(side)
-        boot.append(mean)
-    point = [{m: float(np.mean([scores(df, au_threshold)[m] for df in dfs])) for m in METRICS}
-             for dfs in (before, after)]
-    alpha = (1.0 - level) / 2.0
+    boots, points, n_groups = _resampled_means([before, after], n=n, seed=seed, level=level, by=by,
+                                               au_threshold=au_threshold, mismatch="they cannot be paired")
     rows = {}
     for m in METRICS:
-        d = boot[1][m] - boot[0][m]
-        d = d[np.isfinite(d)]
-        low, high = np.quantile(d, [alpha, 1 - alpha]) if d.size else (np.nan, np.nan)
-        rows[m] = {"difference": point[1][m] - point[0][m], "low": float(low), "high": float(high),
-                   "share_above_0": float((d > 0).mean()) if d.size else np.nan}
+        d = boots[1][m] - boots[0][m]
+        finite = d[np.isfinite(d)]
+        low, high = _interval(d, level)
+        rows[m] = {"difference": points[1][m] - points[0][m], "low": low, "high": high,
+                   "share_above_0": float((finite > 0).mean()) if finite.size else np.nan}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "metric"
-    out.attrs.update(n=n, level=level, by=by, groups=len(groups))
+    out.attrs.update(n=n, level=level, by=by, groups=n_groups)
     return out
 
 

@@ -58,6 +58,17 @@ def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {name: float(r2_score(truth[:, k], pred[:, k])) for k, name in enumerate(AU_NAMES)}
 
 
+def _fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: np.ndarray | None) -> "object":
+    """:func:`_ridge` fitted on the training rows, its strength chosen across ``groups`` (5 folds) when
+    there are at least 5 of them, by leave-one-out otherwise; refitted on all rows at that strength."""
+    from sklearn.model_selection import GroupKFold
+
+    cv = None
+    if groups is not None and len(np.unique(groups)) >= 5:
+        cv = list(GroupKFold(n_splits=5).split(train_x, train_y, groups))
+    return _ridge(cv).fit(train_x, train_y)
+
+
 def au_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
              groups: np.ndarray | None = None) -> dict:
     """Ridge from standardised features to the 12 AU intensities; R² on the validation rows.
@@ -69,12 +80,7 @@ def au_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
     frame has near-twins of the same person in the fit). Returns
     ``{"mean": float, "per_au": {AU: R²}, "alpha": float}``.
     """
-    from sklearn.model_selection import GroupKFold
-
-    cv = None
-    if groups is not None and len(np.unique(groups)) >= 5:
-        cv = list(GroupKFold(n_splits=5).split(train_x, train_y, groups))
-    model = _ridge(cv).fit(train_x, train_y)
+    model = _fit_probe(train_x, train_y, groups)
     per_au = _scores(val_y, model.predict(val_x))
     return {"mean": float(np.mean(list(per_au.values()))), "per_au": per_au,
             "alpha": float(model.regressor_[-1].alpha_)}
@@ -91,11 +97,9 @@ def au_probe_by_video(features: np.ndarray, au: np.ndarray, video: np.ndarray, f
         raise ValueError(f"{len(np.unique(video))} videos: need at least {2 * folds} for {folds} rounds")
     pred, alphas = np.zeros_like(au, dtype=np.float64), []
     for fit, held in GroupKFold(n_splits=folds).split(features, au, video):
-        result = au_probe(features[fit], au[fit], features[held], au[held], groups=video[fit])
-        model = _ridge(None)
-        model.regressor.set_params(ridgecv__alphas=[result["alpha"]])
-        pred[held] = model.fit(features[fit], au[fit]).predict(features[held])
-        alphas.append(result["alpha"])
+        model = _fit_probe(features[fit], au[fit], video[fit])
+        pred[held] = model.predict(features[held])
+        alphas.append(float(model.regressor_[-1].alpha_))
     per_au = _scores(au, pred)
     return {"mean": float(np.mean(list(per_au.values()))), "per_au": per_au, "alpha": float(np.median(alphas))}
 

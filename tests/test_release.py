@@ -9,7 +9,8 @@ import pytest
 
 from course_lib.data import synth
 from course_lib.data.abaw import frames_exist, read_mtl_annotations, read_per_task_annotations
-from course_lib.data.release import MTL_FILES, export_release_layout, real_video_names
+from course_lib.data.release import export_release_layout, real_video_names
+from course_lib.features import SPLIT_FILES
 from course_lib.labels import AU_NAMES
 
 NAME = re.compile(r"^(\d+-\d+-\d+x\d+(_left|_right)?|video\d+_\d+)$")
@@ -32,10 +33,10 @@ def test_real_video_names_are_distinct_and_look_real():
 def test_release_copy_has_the_real_layout_and_nothing_else(source, tmp_path):
     copy = export_release_layout(source, tmp_path / "release", seed=1)
     root = copy.root
-    assert sorted(p.name for p in root.iterdir()) == ["cropped_aligned", *sorted(MTL_FILES.values())]
+    assert sorted(p.name for p in root.iterdir()) == ["cropped_aligned", *sorted(SPLIT_FILES.values())]
     assert all(NAME.match(n) for n in copy.names.values())
     assert sorted(p.name for p in (root / "cropped_aligned").iterdir()) == sorted(copy.names.values())
-    for split, name in MTL_FILES.items():
+    for split, name in SPLIT_FILES.items():
         theirs, ours = read_mtl_annotations(source / name), read_mtl_annotations(root / name)
         assert frames_exist(ours, root).all()  # every listed frame is there
         assert len(ours) == len(theirs) - copy.dropped[split] and copy.dropped[split] > 0
@@ -58,10 +59,10 @@ def test_per_task_copy_lists_every_frame_and_reads_back(source, tmp_path):
     root = per_task.root
     assert sorted(p.name for p in root.iterdir()) == ["AU_Detection_Challenge", "EXPR_Recognition_Challenge",
                                                       "VA_Estimation_Challenge", "cropped_aligned"]
-    for split in MTL_FILES:
+    for split in SPLIT_FILES:
         table = read_per_task_annotations(root, split)
         present = table[frames_exist(table, root)].reset_index(drop=True)
-        reference = read_mtl_annotations(mtl.root / MTL_FILES[split]).sort_values(["video", "frame"],
+        reference = read_mtl_annotations(mtl.root / SPLIT_FILES[split]).sort_values(["video", "frame"],
                                                                                    ignore_index=True)
         assert len(table) - len(present) == per_task.dropped[split] == mtl.dropped[split]
         np.testing.assert_array_equal(present["image"], reference["image"])

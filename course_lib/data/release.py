@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..features import SPLIT_FILES
 from ..labels import AU_NAMES, EXPR_NAMES
 from .abaw import (FRAMES_FOLDER, SPLIT_FOLDERS, TASK_COLUMNS, TASK_FOLDERS, read_mtl_annotations,
                    write_mtl_annotations)
 
-#: The multi-task annotation file of each split.
-MTL_FILES: dict[str, str] = {"train": "training_set_annotations.txt", "validation": "validation_set_annotations.txt"}
 #: Task folders the per-task export writes (the newer EXPR name).
 _PER_TASK_FOLDER = {task: names[0] for task, names in TASK_FOLDERS.items()}
 _RESOLUTIONS = ("1280x720", "640x360", "640x480", "1920x1080", "480x360", "960x720")
@@ -52,9 +51,8 @@ def real_video_names(n: int, seed: int = 0) -> list[str]:
     return names
 
 
-def _dropped_runs(frames: np.ndarray, rng: np.random.Generator, rate: float, max_run: int) -> np.ndarray:
-    """Mask of the frames to drop: runs of 1..max_run consecutive frames, about ``rate`` of them."""
-    n = len(frames)
+def _dropped_runs(n: int, rng: np.random.Generator, rate: float, max_run: int) -> np.ndarray:
+    """Mask of ``n`` frames to drop: runs of 1..max_run consecutive frames, about ``rate`` of them."""
     drop = np.zeros(n, dtype=bool)
     if n < 4 or rate <= 0:
         return drop
@@ -98,10 +96,10 @@ def export_release_layout(source: Path | str, target: Path | str, *, seed: int =
     source, target = Path(source), Path(target)
     if target.exists():
         raise FileExistsError(f"{target} exists: choose a new folder for the release-layout copy")
-    tables = {split: read_mtl_annotations(source / name) for split, name in MTL_FILES.items()
+    tables = {split: read_mtl_annotations(source / name) for split, name in SPLIT_FILES.items()
               if (source / name).exists()}
     if not tables:
-        raise FileNotFoundError(f"{source} has neither {MTL_FILES['train']} nor {MTL_FILES['validation']}")
+        raise FileNotFoundError(f"{source} has neither {SPLIT_FILES['train']} nor {SPLIT_FILES['validation']}")
     videos = list(dict.fromkeys(v for t in tables.values() for v in t["video"]))
     names = dict(zip(videos, real_video_names(len(videos), seed)))
     rng = np.random.default_rng(seed + 1)
@@ -113,7 +111,7 @@ def export_release_layout(source: Path | str, target: Path | str, *, seed: int =
         table = table.sort_values(["video", "frame"], kind="stable", ignore_index=True)
         keep = np.ones(len(table), dtype=bool)
         for _, rows in table.groupby("video", sort=False).indices.items():
-            keep[rows] = ~_dropped_runs(table["frame"].to_numpy()[rows], rng, drop_rate, max_run)
+            keep[rows] = ~_dropped_runs(len(rows), rng, drop_rate, max_run)
         copy.dropped[split] = int((~keep).sum())
         renamed = table.assign(video=table["video"].map(names))
         renamed["image"] = renamed["video"] + "/" + renamed["frame"].map("{:05d}.jpg".format)
@@ -122,7 +120,7 @@ def export_release_layout(source: Path | str, target: Path | str, *, seed: int =
         if per_task:
             _write_per_task(renamed, tmp, split)
         else:
-            write_mtl_annotations(renamed[keep], tmp / MTL_FILES[split])
+            write_mtl_annotations(renamed[keep], tmp / SPLIT_FILES[split])
     tmp.rename(target)
     return copy
 
@@ -158,4 +156,4 @@ def _write_per_task(table: pd.DataFrame, root: Path, split: str) -> None:
             path.write_text(headers[task] + "\n" + "\n".join(lines) + "\n")
 
 
-__all__ = ["MTL_FILES", "ReleaseCopy", "export_release_layout", "real_video_names"]
+__all__ = ["ReleaseCopy", "export_release_layout", "real_video_names"]
