@@ -17,11 +17,12 @@ $(error unknown MODE '$(MODE)': use MODE=auto (full on a CUDA GPU, smoke otherwi
 endif
 endif
 
-.PHONY: help course test lab slides venv clean
+.PHONY: help course test test-release lab slides venv clean
 
 help:
 	@echo "make course   run the whole course: data, every notebook (papermill), slides, HTML pages; MODE=auto|smoke|full"
 	@echo "make test     unit, notebook, hygiene and browser tests (browser tests need chromium)"
+	@echo "make test-release  every notebook on a copy laid out like the real s-Aff-Wild2 release"
 	@echo "make lab      JupyterLab in the course environment"
 	@echo "make slides   build the slide decks into build/slides/"
 	@echo "make clean    remove build/ (keeps .venv and data/)"
@@ -41,6 +42,9 @@ course: $(STAMP)
 
 test: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+test-release: $(STAMP)
+	@HF_HUB_OFFLINE=1 $(PY) -m pytest -m release $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	@$(VENV)/bin/jupyter lab --notebook-dir=notebooks

@@ -52,6 +52,8 @@ _PARTS = ("tokens", "pooled", "images", "meta", "ready")
 _SUFFIX = {"tokens": "_tokens.npy", "pooled": "_pooled.npy", "images": "_images.txt", "meta": "_meta.json",
            "ready": "_ready"}
 _FORMAT = 1
+#: ``preload=None`` copies a split's features into RAM (float32) up to this size, else reads the memmaps.
+PRELOAD_LIMIT = 2 * 2**30
 
 
 # --------------------------------------------------------------------------- keys and files
@@ -368,13 +370,21 @@ def ensure_features(backbone: nn.Module, root: str | os.PathLike, *, backbone_fi
 class _Rows:
     """The features of a table's rows: in RAM as float32 tensors (``preload``) or read from the memmaps."""
 
-    def __init__(self, features: CachedFeatures, table: pd.DataFrame, parts: tuple[str, ...], preload: bool) -> None:
+    def __init__(self, features: CachedFeatures, table: pd.DataFrame, parts: tuple[str, ...],
+                 preload: bool | None) -> None:
         try:
             self.positions = features.rows_of(table["image"].astype(str))
         except KeyError as exc:
             raise ValueError(f"the table does not match the cached features: {exc.args[0]}") from None
         self.features, self.parts = features, parts
+        if preload is None:  # auto: copy into RAM only what fits comfortably
+            preload = self.float32_bytes() <= PRELOAD_LIMIT
         self.data = {p: features.to_tensor(self.positions, p) for p in parts} if preload else None
+
+    def float32_bytes(self) -> int:
+        """What a preload would take: the rows' parts as float32."""
+        per_row = {"tokens": int(np.prod(self.features.tokens.shape[1:])), "pooled": self.features.dim}
+        return 4 * len(self.positions) * sum(per_row[p] for p in self.parts)
 
     def get(self, rows: int | np.ndarray) -> dict[str, torch.Tensor]:
         """Features of table row(s) ``rows``: (N, C)/(C,) for one row, (T, N, C)/(T, C) for an array."""
@@ -398,11 +408,13 @@ class CachedFrameDataset(FrameLabels):
     and ``index`` exactly as in ``FrameDataset``. Rows are matched to the cache **by image
     name**, so ``table`` may be any subset of the cached split in any order; a frame missing
     from the cache raises ``ValueError``. ``preload=True`` copies the rows into RAM as float32
-    tensors (fast, for small sets); ``preload=False`` reads the memmaps per item.
+    tensors (fast, for small sets); ``preload=False`` reads the memmaps per item (RAM stays flat
+    at any size: the real training split's tokens are gigabytes); ``None`` (the default) preloads
+    up to :data:`PRELOAD_LIMIT`.
     """
 
     def __init__(self, features: CachedFeatures, table: pd.DataFrame, what: What = "tokens",
-                 preload: bool = True) -> None:
+                 preload: bool | None = None) -> None:
         self._init_labels(table)
         self.features = features
         self.what = what
@@ -418,7 +430,7 @@ class CachedWindowDataset(WindowedLabels):
     The windows are those of :class:`~course_lib.data.abaw.SequenceDataset` with the same
     ``table``, ``window``, ``stride`` and ``pad`` (the same code builds them): frame order
     within a video, never crossing videos, padding repeats the last frame. Rows are matched to
-    the cache by image name, as in :class:`CachedFrameDataset`.
+    the cache by image name, and preloaded (or not) as in :class:`CachedFrameDataset`.
 
     Item ``i``: ``pooled`` float32 (T, C) and/or ``tokens`` (T, N, C) (``what``), ``va``
     (T, 2), ``expr`` (T,), ``au`` (T, 12), ``has_*`` (T,) (False on padding), ``valid`` (T,),
@@ -426,7 +438,7 @@ class CachedWindowDataset(WindowedLabels):
     """
 
     def __init__(self, features: CachedFeatures, table: pd.DataFrame, window: int, stride: int = 1,
-                 pad: bool = False, what: What = "pooled", preload: bool = True) -> None:
+                 pad: bool = False, what: What = "pooled", preload: bool | None = None) -> None:
         self._init_windows(table, window, stride, pad)
         self.features = features
         self.what = what
@@ -436,5 +448,5 @@ class CachedWindowDataset(WindowedLabels):
         return self._rows.get(rows)
 
 
-__all__ = ["CachedFeatures", "CachedFrameDataset", "CachedWindowDataset", "SPLIT_FILES", "describe",
+__all__ = ["CachedFeatures", "CachedFrameDataset", "CachedWindowDataset", "PRELOAD_LIMIT", "SPLIT_FILES", "describe",
            "ensure_features", "extract_features", "feature_key"]

@@ -63,6 +63,7 @@ img.figure { max-width: 100%; max-height: 76%; min-height: 0; object-fit: contai
 table { border-collapse: collapse; font-size: .85em; } td, th { border-bottom: 1px solid #ddd; padding: .2em .6em; }
 .table { overflow: auto; max-width: 100%; max-height: 76%; font-size: .6em; margin: .3em auto; }
 .table td, .table th { white-space: nowrap; }
+.skipped { font-size: .5em; font-style: italic; max-width: 90%; margin: 1em auto; }
 .footer { position: fixed; bottom: 8px; right: 16px; color: var(--muted); font-size: 13px; }
 aside.notes { display: none; }
 body.show-notes aside.notes.active { display: block; position: fixed; left: 0; right: 0; bottom: 0;
@@ -149,7 +150,8 @@ _PANDAS_STYLE = re.compile(r"<style scoped>.*?</style>", re.S)
 
 
 def cell_figure_html(cell, caption: str, where: str) -> str:
-    """The first PNG of a cell's outputs as an ``<img>``, else its first HTML table."""
+    """The first PNG of a cell's outputs as an ``<img>``, else its first HTML table, else the one-line
+    notice of a step that was skipped because the data lacks what it needs."""
     outputs = cell.get("outputs", [])
     for output in outputs:
         png = output.get("data", {}).get("image/png")
@@ -163,6 +165,12 @@ def cell_figure_html(cell, caption: str, where: str) -> str:
         if table and "<table" in table and "<script" not in table:
             table = _PANDAS_STYLE.sub("", table)  # the deck styles tables; its indented CSS would read as code
             return f'\n<div class="table" title="{html.escape(caption)}">{table}</div>\n'
+    for output in outputs:  # run on data that lacks what the figure needs (a real-release copy): say so
+        text = output.get("text", "")
+        text = "".join(text) if isinstance(text, list) else text
+        skipped = [line for line in text.splitlines() if line.startswith("skipped: ")]
+        if skipped:
+            return f'\n<p class="skipped" title="{html.escape(caption)}">{html.escape(skipped[0])}</p>\n'
     raise SlideError(f"{where}: the cell has no PNG or table output (was the notebook executed?)")
 
 

@@ -71,7 +71,9 @@ class TrainResult:
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """The learning-rate factor per step: linear from 0 to 1, then a cosine down to 0."""
+    """The learning-rate factor of steps ``0 .. total_steps - 1``: linear warm-up from 1/warm-up to 1
+    over ``round(total_steps * warmup_fraction)`` steps (at least 1), then half a cosine that reaches 0
+    at step ``total_steps``, one past the last, so the last step still learns a little."""
     warmup = max(1, int(round(total_steps * warmup_fraction)))
 
     def factor(step: int) -> float:

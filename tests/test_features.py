@@ -288,6 +288,20 @@ def test_preload_and_memmap_give_identical_items(tables, features):
             assert_same_items(ram[i], disk[i])
 
 
+def test_preload_by_default_only_what_fits(tables, features, monkeypatch):
+    from course_lib import features as features_module
+
+    table = tables["train"].head(20)
+    small = CachedFrameDataset(features, table, "both")
+    assert small._rows.data is not None  # a small split goes to RAM
+    assert small._rows.float32_bytes() == 4 * 20 * (features.n_tokens * features.tokens.shape[2] + features.dim)
+    monkeypatch.setattr(features_module, "PRELOAD_LIMIT", small._rows.float32_bytes() - 1)
+    big = CachedFrameDataset(features, table, "both")
+    assert big._rows.data is None  # one byte over the limit: read from the memmaps
+    assert_same_items(big[7], small[7])
+    assert CachedWindowDataset(features, table, 4)._rows.data is not None  # pooled only: under the limit
+
+
 def test_pickling_reopens_the_memmaps(tables, features):
     data = CachedWindowDataset(features, tables["train"], 4, preload=False)
     copy = pickle.loads(pickle.dumps(data))

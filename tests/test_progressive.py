@@ -145,3 +145,20 @@ def test_command_line_runs_a_stage(tiny, tmp_path, repo, nproc):
     assert [r["model"] for r in saved["scores"]] == ["au model", "expr model", "va model", "each task from its model"]
     bad = _cli(["--config", str(tmp_path / "missing.yaml")], env, repo)
     assert bad.returncode == 2 and "missing.yaml: no such run configuration" in bad.stderr
+
+
+def test_command_line_trains_every_stage_on_a_release_layout_copy(tiny, tmp_path, repo):
+    from course_lib.data.release import export_release_layout
+
+    root, _ = tiny
+    copy = export_release_layout(root, tmp_path / "s-Aff-Wild2", seed=5)  # no metadata, truth or audio; gaps
+    assert sum(copy.dropped.values()) > 0
+    config = tmp_path / "release.yaml"
+    config.write_text(f"data: {copy.root}\nmode: smoke\nout: {tmp_path / 'out'}\ndevice: cpu\n"
+                      f"progressive: {json.dumps(TINY)}\n")
+    done = _cli(["--config", str(config)], {"COURSE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}, repo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "out" / "scores.json").read_text())
+    stages = {r["stage"] for r in saved["scores"]}
+    assert len(stages) == 3, stages  # stage 3 windows the frames without joining them across the gaps
+    assert all(np.isfinite(r["P_MTL"]) for r in saved["scores"])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 from course_lib.data import synth
 from course_lib.data.abaw import frames_exist, read_mtl_annotations, read_per_task_annotations
+from course_lib.data.contents import folder_contents
 from course_lib.data.release import export_release_layout, real_video_names
 from course_lib.features import SPLIT_FILES
 from course_lib.labels import AU_NAMES
@@ -68,3 +70,34 @@ def test_per_task_copy_lists_every_frame_and_reads_back(source, tmp_path):
         np.testing.assert_array_equal(present["image"], reference["image"])
         for column in LABELS:
             np.testing.assert_allclose(present[column], reference[column], atol=1e-4)
+
+
+def test_folder_contents_says_what_a_release_lacks_in_one_line(source, tmp_path, capsys):
+    full = folder_contents(source)
+    assert full.synthetic and full.ground_truth and full.audio and full.metadata and len(full.videos) == 6
+    assert full.offers("audio", "the audio branch") and full.offers("ground_truth", "the oracle")
+    assert capsys.readouterr().out == ""  # nothing to say when the part is there
+
+    copy = export_release_layout(source, tmp_path / "release", seed=4)
+    real = folder_contents(copy.root)
+    assert not (real.synthetic or real.ground_truth or real.audio or real.metadata)
+    assert sorted(real.videos) == sorted(copy.names.values())
+    assert not real.offers("audio", "the '+ audio' step")
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and line.startswith("skipped: the '+ audio' step.")
+    assert "audio/<video>.wav" in line and "ffmpeg" in line and "static frame subset" in line
+    assert not real.offers("ground_truth", "the oracle ceiling")
+    assert "ground_truth/<video>.npz" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="unknown part"):
+        real.offers("videos", "anything")
+
+
+def test_folder_contents_counts_videos_without_audio(source, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(source, partial)
+    wavs = sorted((partial / "audio").glob("*.wav"))
+    wavs[0].unlink()
+    contents = folder_contents(partial)
+    assert contents.ground_truth and not contents.audio and contents.missing_audio == 1
+    with pytest.raises(FileNotFoundError, match="holds neither"):
+        folder_contents(tmp_path / "empty")

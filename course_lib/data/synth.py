@@ -649,8 +649,9 @@ def clean_labels(root: Path | str, table) -> dict[str, np.ndarray]:
 def oracle_scores(root: Path | str, split: str = "validation") -> dict:
     """P_MTL (and its parts) of the clean labels scored against the noisy annotations.
 
-    This is the ceiling of the data: a model that recovered the truth perfectly would score
-    this, and no model can be expected to beat it, because the annotation noise is random.
+    What a model that recovered the truth perfectly would score: a scale for the gap a model
+    closes, not a hard ceiling. The annotations spread wider than the truth (a drifting bias plus
+    noise), so a stretched copy of the truth scores a higher VA CCC (``01_data`` measures it).
     """
     from ..metrics import p_mtl
     from .abaw import read_mtl_annotations
@@ -677,13 +678,23 @@ def ensure_course_data(mode: str = "smoke", *, audio: bool = True, seed: int = 0
     if (base / "training_set_annotations.txt").exists() and (base / "cropped_aligned").is_dir() \
             and not (base / "metadata.json").exists():
         return base
-    sizes = COURSE_SIZES[mode]
-    # the course's own folder: one made by another generator version or with other settings is replaced
-    return generate_dataset(base / f"synth-{mode}", **sizes, seed=seed, audio=audio, progress_bar=progress_bar,
-                            overwrite=True)
+    return synthetic_course_data(mode, audio=audio, seed=seed, progress_bar=progress_bar)
+
+
+def synthetic_course_data(mode: str = "smoke", *, audio: bool = True, seed: int = 0,
+                          progress_bar: bool = True) -> Path:
+    """SynthAffWild for ``mode`` under ``<data>/synth-<mode>``, even when ``COURSE_DATA`` holds a real copy
+    (``07_multimodal_audio`` uses it when the real copy has no audio).
+
+    Reused when present; regenerated when it was made by another generator version or with other settings.
+    """
+    from ..config import data_dir
+
+    return generate_dataset(data_dir(create=True) / f"synth-{mode}", **COURSE_SIZES[mode], seed=seed, audio=audio,
+                            progress_bar=progress_bar, overwrite=True)
 
 
 __all__ = ["AU_THRESHOLD", "COURSE_SIZES", "EXPR_PROTOTYPES", "Identity", "Occluder", "Pose", "VideoPlan",
            "au_region_masks", "clean_labels", "dataset_fingerprint", "ensure_course_data", "generate_dataset",
            "load_ground_truth", "oracle_scores", "plan_dataset", "read_metadata", "render_face",
-           "sample_identity"]
+           "sample_identity", "synthetic_course_data"]

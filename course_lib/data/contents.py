@@ -1,0 +1,79 @@
+"""What a data folder holds, and one line for each lesson step that needs what it lacks.
+
+Taught in ``01_data``. SynthAffWild writes four things: the frames, the two annotation files,
+the generator's clean labels (``ground_truth/``, with every AU's image region) and a voice
+(``audio/``), plus ``metadata.json``. A licence holder's s-Aff-Wild2 folder holds only the first
+two: its labels are the annotators', it has no clean truth, and it has no sound (s-Aff-Wild2 is
+a static frame subset of Aff-Wild2; the audio entries used the full Aff-Wild2 videos). Notebooks
+ask :meth:`FolderContents.offers` before a step that needs more than the frames and labels;
+when the folder lacks it, that prints what is skipped, why, and what would make it run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+#: Each optional part: where it lives, why a folder may lack it, and what would provide it.
+PARTS: dict[str, tuple[str, str]] = {
+    "ground_truth": ("ground_truth/<video>.npz",
+                     "only SynthAffWild has clean labels and AU regions; real data has only the annotators' labels"),
+    "audio": ("audio/<video>.wav",
+              "s-Aff-Wild2 is a static frame subset of Aff-Wild2 without sound; extract each video's track from "
+              "the Aff-Wild2 videos: ffmpeg -i <video>.mp4 -ac 1 -ar 16000 -sample_fmt s16 audio/<video>.wav"),
+    "metadata": ("metadata.json", "only SynthAffWild records how it was generated (frame rate, splits, settings)"),
+}
+
+
+@dataclass(frozen=True)
+class FolderContents:
+    """Which optional parts a data folder has for every video of its annotation files."""
+
+    root: Path
+    videos: tuple[str, ...]
+    ground_truth: bool
+    audio: bool
+    metadata: bool
+    missing_audio: int = 0  # videos without a WAV, when some have one
+
+    @property
+    def synthetic(self) -> bool:
+        """True for a SynthAffWild folder (it has the generator's metadata and truth)."""
+        return self.metadata and self.ground_truth
+
+    def offers(self, part: str, step: str) -> bool:
+        """True when the folder has ``part``; otherwise print one line: ``step`` is skipped, why, and what
+        would make it run."""
+        if part not in PARTS:
+            raise KeyError(f"unknown part {part!r}: one of {', '.join(PARTS)}")
+        if getattr(self, part):
+            return True
+        where, why = PARTS[part]
+        lacking = (f"{self.missing_audio} of {len(self.videos)} videos lack {where}" if part == "audio"
+                   and self.missing_audio < len(self.videos) else f"{self.root.name} has no {where}")
+        print(f"skipped: {step}. {lacking}: {why}")
+        return False
+
+
+def folder_contents(root: Path | str) -> FolderContents:
+    """Look at ``root`` (a SynthAffWild or a real-release folder) and say which parts it has."""
+    from ..features import SPLIT_FILES
+    from .abaw import read_mtl_annotations
+
+    root = Path(root)
+    videos: list[str] = []
+    for name in SPLIT_FILES.values():
+        if (root / name).exists():
+            videos += list(pd.unique(read_mtl_annotations(root / name)["video"]))
+    if not videos:
+        raise FileNotFoundError(f"{root} holds neither {' nor '.join(SPLIT_FILES.values())}")
+    videos = list(dict.fromkeys(videos))
+    truth = all((root / "ground_truth" / f"{v}.npz").exists() for v in videos)
+    wavs = sum((root / "audio" / f"{v}.wav").exists() for v in videos)
+    return FolderContents(root=root, videos=tuple(videos), ground_truth=truth, audio=wavs == len(videos),
+                          metadata=(root / "metadata.json").exists(), missing_audio=len(videos) - wavs)
+
+
+__all__ = ["PARTS", "FolderContents", "folder_contents"]
