@@ -650,8 +650,8 @@ def oracle_scores(root: Path | str, split: str = "validation") -> dict:
     """P_MTL (and its parts) of the clean labels scored against the noisy annotations.
 
     What a model that recovered the truth perfectly would score: a scale for the gap a model
-    closes, not a hard ceiling. The annotations spread wider than the truth (a drifting bias plus
-    noise), so a stretched copy of the truth scores a higher VA CCC (``01_data`` measures it).
+    closes, not a proven ceiling (CCC and F1 reward matching the annotators' mean, spread and
+    thresholds, which a prediction can do better than the truth; ``01_data`` tests it for VA).
     """
     from ..metrics import p_mtl
     from .abaw import read_mtl_annotations
