@@ -34,9 +34,13 @@ class FolderContents:
     root: Path
     videos: tuple[str, ...]
     ground_truth: bool
-    audio: bool
     metadata: bool
-    missing_audio: int = 0  # videos without a WAV, when some have one
+    missing_audio: int = 0  # videos without a WAV
+
+    @property
+    def audio(self) -> bool:
+        """True when every video has its WAV."""
+        return self.missing_audio == 0
 
     @property
     def synthetic(self) -> bool:
@@ -72,7 +76,7 @@ def folder_contents(root: Path | str) -> FolderContents:
     videos = list(dict.fromkeys(videos))
     truth = all((root / "ground_truth" / f"{v}.npz").exists() for v in videos)
     wavs = sum((root / "audio" / f"{v}.wav").exists() for v in videos)
-    return FolderContents(root=root, videos=tuple(videos), ground_truth=truth, audio=wavs == len(videos),
+    return FolderContents(root=root, videos=tuple(videos), ground_truth=truth,
                           metadata=(root / "metadata.json").exists(), missing_audio=len(videos) - wavs)
 
 
