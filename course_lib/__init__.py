@@ -6,10 +6,21 @@ Each module teaches one idea and names the notebook that explains it. Start with
 
 from __future__ import annotations
 
-from . import exercises
-from .config import CourseSetupError, get_device, resolve_mode, seed_everything
-from .notebook import NotebookEnv, setup_notebook
-from .progress import progress
+import sys
+
+# Kernel start-up. plotly imports nbformat, nbformat imports jsonschema, and jsonschema imports
+# rfc3987_syntax when it is installed (JupyterLab's jupyter-events pulls it in). That import
+# compiles about twenty Earley grammars: 3-4 s on a 2-core CPU in every notebook, for jsonschema's
+# "iri" format check, which nothing in a course kernel uses. Marked absent before jsonschema is
+# imported, jsonschema leaves that one check out (it guards the import). A process that imported
+# jsonschema already keeps it as it is.
+if "jsonschema" not in sys.modules:
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
+
+from . import exercises  # noqa: E402
+from .config import CourseSetupError, get_device, resolve_mode, seed_everything  # noqa: E402
+from .notebook import NotebookEnv, setup_notebook  # noqa: E402
+from .progress import progress  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -11,6 +11,7 @@ as it trains; the model card records it.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,16 @@ def _fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: np.ndarray | No
     there are at least 5 of them, by leave-one-out otherwise; refitted on all rows at that strength."""
     from sklearn.model_selection import GroupKFold
 
+    from scipy.linalg import LinAlgWarning
+
     cv = None
     if groups is not None and len(np.unique(groups)) >= 5:
         cv = list(GroupKFold(n_splits=5).split(train_x, train_y, groups))
-    return _ridge(cv).fit(train_x, train_y)
+    with warnings.catch_warnings():
+        # the weakest candidate ridges are ill-conditioned on nearly collinear features (a random
+        # backbone's): scipy warns for each, and the cross-validation rejects them anyway
+        warnings.simplefilter("ignore", LinAlgWarning)
+        return _ridge(cv).fit(train_x, train_y)
 
 
 def au_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,

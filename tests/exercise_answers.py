@@ -5,6 +5,35 @@ from __future__ import annotations
 import numpy as np
 
 
+def _published_scores(au, ex, w_q, w_k, w_v):
+    import torch
+
+    return (torch.tanh((au @ w_q.T).unsqueeze(1) + ex.unsqueeze(-1) @ w_k.T) @ w_v.T).squeeze(-1)
+
+
+def _published_right(au, ex, w_q, w_k, w_v):
+    return _published_scores(au, ex, w_q, w_k, w_v).softmax(-1) * ex
+
+
+def _published_weights_only(au, ex, w_q, w_k, w_v):
+    return _published_scores(au, ex, w_q, w_k, w_v).softmax(-1)
+
+
+def _published_residual(au, ex, w_q, w_k, w_v):
+    return ex + _published_scores(au, ex, w_q, w_k, w_v).softmax(-1) * ex
+
+
+def _published_batch_softmax(au, ex, w_q, w_k, w_v):
+    return _published_scores(au, ex, w_q, w_k, w_v).softmax(0) * ex
+
+
+def _published_reversed(au, ex, w_q, w_k, w_v):
+    """the expression side as the query over the 12 AU logits: the course's direction, not 000's"""
+    import torch
+
+    return torch.tanh(au.unsqueeze(-1) @ w_k.T + ex.mean(-1, keepdim=True).unsqueeze(1)) @ w_v.T
+
+
 def _ccc_right(x, y):
     mx, my = x.mean(), y.mean()
     return 2 * ((x - mx) * (y - my)).mean() / (x.var() + y.var() + (mx - my) ** 2)
@@ -83,6 +112,8 @@ ANSWERS = {
     "03.region_ratio": (lambda w, m: w[m].sum() / m.mean(), [lambda w, m: w[m].sum(), lambda w, m: w[m].mean()]),
     "04.normalize_adjacency": (_norm_right, [_norm_rows, lambda a: a]),
     "04.gcn_layer": (lambda a, h, w: np.maximum(a @ h @ w, 0), [lambda a, h, w: a @ h @ w, lambda a, h, w: np.maximum(h @ w, 0)]),
+    "04.published_attention": (_published_right, [_published_weights_only, _published_residual,
+                                                  _published_batch_softmax, _published_reversed]),
     "01.count_windows": (_windows_right, [
         lambda lengths, w, s: max(0, (sum(lengths) - w) // s + 1),
         lambda lengths, w, s: sum(max(0, (n - w) // s) for n in lengths),

@@ -122,3 +122,18 @@ def test_progress_is_plain_text_when_headless(monkeypatch):
     monkeypatch.setenv("COURSE_HEADLESS", "1")
     bar = progress(range(3), desc="x")
     assert type(bar) is plain and list(bar) == [0, 1, 2]
+
+
+def test_importing_course_lib_first_spares_the_kernel_the_iri_grammars_and_keeps_nbformat_working():
+    """course_lib marks rfc3987_syntax absent before jsonschema loads it (3-4 s of grammar
+    compilation per notebook); nbformat's validation, which goes through jsonschema, still works."""
+    code = ("import sys, course_lib, plotly.io, nbformat\n"
+            "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('1 + 1')])\n"
+            "nbformat.validate(nb)\n"
+            "print(sys.modules.get('rfc3987_syntax', 'missing'), 'jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "True"]
+    # a process that loaded jsonschema first is left as it is
+    code = "import jsonschema, sys, course_lib; print(sys.modules.get('rfc3987_syntax', 'missing') is None)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from course_lib.labels import AU_NAMES
 from course_lib.losses import MultiTaskLoss
 from course_lib.models import (AU_SLICE, EXPR_SLICE, N_QUERIES, QUERY_NAMES, VA_SLICE, AUAssistedHeads,
+                               AUQueryExprAttention, freeze_au_path,
                                AUGraph, AUToExprAttention, GCNLayer, LearnedTopKGraph, MTLConfig,
                                MultiTaskModel, TaskAdaptiveBlock, TaskAdaptiveCrossAttention,
                                TaskQueries, attention, attention_maps, backbone_fingerprint,
@@ -103,6 +104,56 @@ def test_au_to_expr_attention_starts_as_identity_and_weights_sum_to_one():
     torch.nn.init.normal_(module.out.weight)
     refined, _ = module(torch.randn(B, DIM), logits, torch.randn(B, 12, DIM), torch.randn(B, 12))
     assert not torch.allclose(refined, logits)
+
+
+def test_published_attention_matches_000s_additive_attention_written_out_in_float64():
+    """000's AdditiveAttention(key_size=1, query_size=12, num_hiddens=64) with q = au, k = v = ex."""
+    torch.manual_seed(0)
+    module = AUQueryExprAttention(hidden=16).double()
+    au, ex = torch.randn(B, 12, dtype=torch.float64), torch.randn(B, 8, dtype=torch.float64)
+    refined, alpha = module(au, ex)
+    wq, wk, wv = module.query.weight, module.key.weight, module.score.weight  # (16, 12), (16, 1), (1, 16)
+    for b in range(B):
+        scores = torch.stack([wv @ torch.tanh(wq @ au[b] + wk[:, 0] * ex[b, j]) for j in range(8)]).squeeze(-1)
+        weights = torch.exp(scores) / torch.exp(scores).sum()
+        torch.testing.assert_close(alpha[b], weights)
+        torch.testing.assert_close(refined[b], weights * ex[b])
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(B, dtype=torch.float64))
+    assert not any(m.bias is not None for m in (module.query, module.key, module.score))
+    with pytest.raises(ValueError, match="expr_logits"):
+        module(au, ex[:, :7])
+
+
+def test_published_style_queries_with_the_au_logits_and_freeze_au_path_keeps_them_fixed():
+    torch.manual_seed(0)
+    cfg = MTLConfig(token_dim=C, dim=DIM, depth=1, heads=2, dropout=0.0, au_expr_attention=True,
+                    au_expr_style="published")
+    model = MultiTaskModel(cfg, cooccurrence_adjacency(_cond()))
+    assert isinstance(model.au_to_expr, AUQueryExprAttention)
+    x, batch = torch.randn(8, N, C), _batch(8)
+    with torch.no_grad():
+        out = model(x, return_attention=True)
+        plain = model.heads(model.graph(model.encoder(x)[0][:, AU_SLICE]),
+                            model.encoder(x)[0][:, EXPR_SLICE], model.encoder(x)[0][:, VA_SLICE])
+    torch.testing.assert_close(out["au"], plain["au"])
+    torch.testing.assert_close(out["expr"], out["au_to_expr"] * plain["expr"])  # the AU logits queried
+    frozen = freeze_au_path(model)
+    assert frozen and all(n.startswith(("encoder.", "graph.", "heads.au.")) for n in frozen)
+    assert not any(n.startswith(("heads.expr.", "heads.va.", "au_to_expr.")) for n in frozen)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        MultiTaskLoss()(model(x), batch)[0].backward()
+        opt.step()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in frozen)
+    assert all(not torch.equal(before[n], after[n]) for n in ("heads.expr.weight", "au_to_expr.query.weight"))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["au"], out["au"])  # the AU prediction did not move
+        assert not torch.allclose(model(x)["expr"], out["expr"])
+    with pytest.raises(ValueError, match="au_expr_style"):
+        MTLConfig(token_dim=C, au_expr_attention=True, au_expr_style="reversed")
 
 
 # --------------------------------------------------------------------------- AU graph

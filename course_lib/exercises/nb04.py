@@ -1,4 +1,5 @@
-"""Checkers for ``04_au_graph``: normalising an adjacency, and one graph convolution."""
+"""Checkers for ``04_au_graph``: normalising an adjacency, one graph convolution, and seed 000's
+attention between the tasks (in PyTorch)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,38 @@ def check_gcn_layer(fn) -> str:
     if np.allclose(got, np.maximum(h @ w, 0)):
         raise Mismatch("the graph is missing: multiply by A_hat to mix each node with its neighbours.")
     raise Mismatch("expected ReLU(A_hat @ H @ W).")
+
+
+@exercise("04.published_attention", "Seed 000's attention in PyTorch: the AU logits query the expression logits")
+def check_published_attention(fn) -> str:
+    import torch
+
+    from ..models import AUQueryExprAttention
+
+    generator = torch.Generator().manual_seed(int(np.random.default_rng().integers(2**31)))
+    module = AUQueryExprAttention(hidden=16)
+    with torch.no_grad():
+        for linear in (module.query, module.key, module.score):
+            linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator))
+        au, ex = torch.randn(5, 12, generator=generator), 3 * torch.randn(5, 8, generator=generator)
+        want, alpha = module(au, ex)
+        got = call_answer(fn, au.clone(), ex.clone(), module.query.weight.clone(), module.key.weight.clone(),
+                          module.score.weight.clone())
+    got = torch.as_tensor(got, dtype=want.dtype)
+    if got.shape != want.shape:
+        raise Mismatch(f"return refined expression logits of shape (batch, 8) = {tuple(want.shape)}; got "
+                       f"{tuple(got.shape)}. The AU logits are the one query per frame; the 8 expression logits "
+                       "are the keys and values.")
+    if torch.allclose(got, want, atol=1e-5):
+        return "Right: the AU predictions decide how much of each expression logit is kept."
+    if torch.allclose(got, alpha, atol=1e-5):
+        raise Mismatch("those are the attention weights; 000 returns them times the expression logits.")
+    if torch.allclose(got, ex + alpha, atol=1e-5) or torch.allclose(got, ex + alpha * ex, atol=1e-5):
+        raise Mismatch("000 has no residual: the output is alpha_j * e_j, not added to the logits.")
+    scores = torch.tanh((au @ module.query.weight.T).unsqueeze(1) + ex.unsqueeze(-1) @ module.key.weight.T)
+    scores = (scores @ module.score.weight.T).squeeze(-1)
+    if torch.allclose(got, scores.softmax(0) * ex, atol=1e-5):
+        raise Mismatch("the softmax runs over the batch; take it over the 8 classes of each frame (dim=-1).")
+    if torch.allclose(got, scores * ex, atol=1e-5) or torch.allclose(got, torch.sigmoid(scores) * ex, atol=1e-5):
+        raise Mismatch("normalise the scores with a softmax over the 8 classes, so the weights sum to 1.")
+    raise Mismatch("expected alpha_j * e_j with alpha = softmax_j(w_v tanh(W_q a + W_k e_j)).")

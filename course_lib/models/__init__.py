@@ -12,18 +12,19 @@ from .au_gcn import (AUAssistedHeads, AUGraph, GCNLayer, LearnedTopKGraph, coocc
                      normalize_adjacency)
 from .backbones import Backbone, backbone_family, backbone_fingerprint, create_backbone
 from .cross_attention import (AU_SLICE, EXPR_SLICE, N_QUERIES, QUERY_NAMES, VA_SLICE,
-                              AUToExprAttention, TaskAdaptiveBlock, TaskAdaptiveCrossAttention,
-                              TaskQueries, attention, attention_maps)
-from .mtl import MTLConfig, MultiTaskModel, build_model, count_parameters
+                              AUQueryExprAttention, AUToExprAttention, TaskAdaptiveBlock,
+                              TaskAdaptiveCrossAttention, TaskQueries, attention, attention_maps)
+from .mtl import AU_PATH, MTLConfig, MultiTaskModel, build_model, count_parameters, freeze_au_path
 from .temporal import (WINDOWS, FeatureWindowDataset, TemporalEncoder, TemporalModel, per_task_predictions,
                        stitch_windows, tcn_receptive_field)
 
 __all__ = [
-    "AUAssistedHeads", "AUGraph", "AUToExprAttention", "AU_SLICE", "Backbone", "EXPR_SLICE",
+    "AUAssistedHeads", "AUGraph", "AUQueryExprAttention", "AUToExprAttention", "AU_PATH", "AU_SLICE",
+    "Backbone", "EXPR_SLICE",
     "GCNLayer", "LearnedTopKGraph", "MTLConfig", "MultiTaskModel", "N_QUERIES", "QUERY_NAMES",
     "TaskAdaptiveBlock", "TaskAdaptiveCrossAttention", "TaskQueries", "VA_SLICE", "attention",
     "attention_maps", "backbone_family", "backbone_fingerprint", "build_model",
-    "count_parameters", "cooccurrence_adjacency", "create_backbone", "normalize_adjacency",
+    "count_parameters", "cooccurrence_adjacency", "freeze_au_path", "create_backbone", "normalize_adjacency",
     "FeatureWindowDataset", "TemporalEncoder", "TemporalModel", "WINDOWS", "per_task_predictions",
     "stitch_windows", "tcn_receptive_field",
 ]

@@ -10,8 +10,10 @@ Attention is written out, ``softmax(Q K^T / sqrt(d)) V`` (:func:`attention`), in
 calling ``F.scaled_dot_product_attention``, because the fused kernel does not return the
 weights; the tests check that both give the same result.
 
-:class:`AUToExprAttention` is seed 000's variant: the expression prediction is refined by
-an additive (Bahdanau) attention over the 12 AU embeddings.
+:class:`AUQueryExprAttention` is seed 000's cross-attentive module as published: the 12 AU
+predictions query the 8 expression logits, and the attention weights rescale those logits.
+:class:`AUToExprAttention` is the course's own variant of the idea (``04`` compares them): the
+expression head attends over the 12 AU embeddings and adds what it read to its logits.
 """
 
 from __future__ import annotations
@@ -203,8 +205,43 @@ def attention_maps(attentions: list[torch.Tensor], grid: tuple[int, int],
     return stacked.mean(1).reshape(b, q, h, w)
 
 
+class AUQueryExprAttention(nn.Module):
+    """Seed 000's cross-attentive module as published (``AdditiveAttention`` in ``AMEFARG`` of the
+    authors' MTL-ABAW4 code): the AU predictions query the expression logits.
+
+    Additive (Bahdanau) attention with the AU side as the query and each expression logit as
+    a one-number key and its own value:
+
+    - query ``q = W_q a`` from the 12 AU predictions ``a`` (B, 12), ``hidden`` wide,
+    - key of class j ``k_j = W_k e_j`` from its logit ``e_j`` alone (``W_k``: 1 -> ``hidden``),
+    - score ``s_j = w^T tanh(q + k_j)``, weights ``alpha = softmax_j(s)`` over the 8 classes,
+    - output ``alpha_j * e_j``: each logit rescaled by its weight (no bias, no residual).
+
+    In 000 the AU head is trained first and frozen before this module and the expression head
+    are trained (:func:`course_lib.models.freeze_au_path`). ``forward(au_logits (B, 12),
+    expr_logits (B, 8)) -> (refined logits (B, 8), alpha (B, 8))``.
+    """
+
+    def __init__(self, hidden: int = 64, n_au: int = N_AU, n_expr: int = N_EXPR) -> None:
+        super().__init__()
+        self.n_expr = n_expr
+        self.query = nn.Linear(n_au, hidden, bias=False)
+        self.key = nn.Linear(1, hidden, bias=False)
+        self.score = nn.Linear(hidden, 1, bias=False)
+
+    def forward(self, au_logits: torch.Tensor, expr_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if expr_logits.shape[-1] != self.n_expr or au_logits.shape[:-1] != expr_logits.shape[:-1]:
+            raise ValueError(f"expected au_logits (B, {self.query.in_features}) and expr_logits (B, {self.n_expr}), "
+                             f"got {tuple(au_logits.shape)} and {tuple(expr_logits.shape)}")
+        q = self.query(au_logits).unsqueeze(1)                         # (B, 1, hidden)
+        k = self.key(expr_logits.unsqueeze(-1))                        # (B, 8, hidden)
+        alpha = self.score(torch.tanh(q + k)).squeeze(-1).softmax(-1)  # (B, 8)
+        return alpha * expr_logits, alpha
+
+
 class AUToExprAttention(nn.Module):
-    """Seed 000's cross-task step: the expression logits are refined by attending over the AUs.
+    """The course's variant of seed 000's cross-task step (not the published module, which is
+    :class:`AUQueryExprAttention`): the expression head attends over the AU embeddings.
 
     Additive (Bahdanau) attention, with the expression side as the query:
 
@@ -241,6 +278,6 @@ class AUToExprAttention(nn.Module):
         return expr_logits + self.out(context), alpha
 
 
-__all__ = ["AUToExprAttention", "AU_SLICE", "EXPR_SLICE", "MultiHeadAttention", "N_QUERIES",
+__all__ = ["AUQueryExprAttention", "AUToExprAttention", "AU_SLICE", "EXPR_SLICE", "MultiHeadAttention", "N_QUERIES",
            "QUERY_NAMES", "TaskAdaptiveBlock", "TaskAdaptiveCrossAttention", "TaskQueries",
            "VA_SLICE", "attention", "attention_maps"]

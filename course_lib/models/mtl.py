@@ -7,7 +7,7 @@ Pipeline, after seed 002 with seed 000's cross-task attention as an option::
 
     images -> [Backbone] -> tokens (B, N, C)
     tokens -> TaskAdaptiveCrossAttention -> 12 AU | 8 EXPR | 2 VA query features
-           -> AUGraph over the 12 AU nodes -> AUAssistedHeads -> [AUToExprAttention]
+           -> AUGraph over the 12 AU nodes -> AUAssistedHeads -> [AU <-> EXPR attention]
 
 Switches (:class:`MTLConfig`):
 
@@ -18,7 +18,11 @@ Switches (:class:`MTLConfig`):
   graph runs on them.
 - ``gcn=False``: no graph; AU logits come straight from the AU queries, and EXPR / VA
   heads read only their own queries.
-- ``au_expr_attention=True``: the EXPR logits are refined by attending over the AU nodes.
+- ``au_expr_attention=True``: the EXPR logits are refined by an attention between the tasks:
+  ``au_expr_style="course"`` (the course's variant, :class:`AUToExprAttention`: the expression
+  head attends over the AU nodes) or ``"published"`` (seed 000's module,
+  :class:`AUQueryExprAttention`: the AU logits query the expression logits; train it after
+  :func:`freeze_au_path`, as 000 did).
 
 Outputs: ``{"au": (B, 12) logits, "expr": (B, 8) logits, "va": (B, 2) in [-1, 1]}``;
 ``return_attention=True`` adds ``"attention"`` (one (B, heads, 22, N) tensor per block, an
@@ -38,8 +42,8 @@ from torch import nn
 
 from .au_gcn import N_AU, AUAssistedHeads, AUGraph, cooccurrence_adjacency
 from .backbones import Backbone, create_backbone
-from .cross_attention import (AU_SLICE, EXPR_SLICE, N_EXPR, N_VA, VA_SLICE, AUToExprAttention,
-                              TaskAdaptiveCrossAttention)
+from .cross_attention import (AU_SLICE, EXPR_SLICE, N_EXPR, N_VA, VA_SLICE, AUQueryExprAttention,
+                              AUToExprAttention, TaskAdaptiveCrossAttention)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,6 +76,7 @@ class MTLConfig:
     graph_combine: Literal["mean", "sum"] = "mean"
     graph_pool: Literal["mean", "attention"] = "mean"
     au_expr_attention: bool = False
+    au_expr_style: Literal["course", "published"] = "course"
     dropout: float = 0.1
     backbone: str | None = None
     image_size: int = 112
@@ -84,6 +89,8 @@ class MTLConfig:
             raise ValueError("MTLConfig needs token_dim (the C of your tokens) or a backbone name")
         if self.gcn and self.learned_k is None and not self.use_cooccurrence:
             raise ValueError("gcn=True needs a graph: use_cooccurrence=True and/or learned_k")
+        if self.au_expr_style not in ("course", "published"):
+            raise ValueError(f"au_expr_style={self.au_expr_style!r}: use 'course' or 'published'")
 
 
 class MultiTaskModel(nn.Module):
@@ -140,7 +147,10 @@ class MultiTaskModel(nn.Module):
                                  combine=config.graph_combine, dropout=config.dropout)
         self.drop = nn.Dropout(config.dropout)
         self.heads = AUAssistedHeads(dim, assist=config.gcn, pool=config.graph_pool)
-        self.au_to_expr = AUToExprAttention(dim) if config.au_expr_attention else None
+        self.au_to_expr: nn.Module | None = None
+        if config.au_expr_attention:
+            self.au_to_expr = (AUQueryExprAttention() if config.au_expr_style == "published"
+                               else AUToExprAttention(dim))
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, N, token_dim) tokens: ``x`` itself, or the backbone's tokens of images ``x``."""
@@ -170,8 +180,11 @@ class MultiTaskModel(nn.Module):
             au = self.graph(au)
         out = self.heads(self.drop(au), self.drop(expr), self.drop(va))
         result: dict[str, Any] = {"au": out["au"], "expr": out["expr"], "va": out["va"]}
-        if self.au_to_expr is not None:
+        if isinstance(self.au_to_expr, AUQueryExprAttention):
+            result["expr"], alpha = self.au_to_expr(out["au"], out["expr"])
+        elif self.au_to_expr is not None:
             result["expr"], alpha = self.au_to_expr(expr.mean(1), out["expr"], au, out["au"])
+        if self.au_to_expr is not None:
             if return_attention:
                 result["au_to_expr"] = alpha
         if return_attention:
@@ -182,6 +195,25 @@ class MultiTaskModel(nn.Module):
                 features["graph"] = out["graph"]
             result["features"] = features
         return result
+
+
+#: Where the parameters that the AU logits depend on live in a :class:`MultiTaskModel`.
+AU_PATH: tuple[str, ...] = ("backbone.", "encoder.", "project.", "au_nodes.", "graph.", "heads.au.")
+
+
+def freeze_au_path(model: MultiTaskModel) -> list[str]:
+    """Seed 000's order of training: once the AU prediction is trained, freeze everything it
+    depends on (backbone, cross-attention or projection, AU nodes, graph, AU classifier), so that
+    the expression side and the attention between the tasks learn on AU predictions that no
+    longer move. Sets ``requires_grad=False`` on those parameters (``fit`` then leaves them out
+    of the optimiser) and returns their names. Their dropout still runs in training mode, as in
+    000's code."""
+    frozen = []
+    for name, param in model.named_parameters():
+        if name.startswith(AU_PATH):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -206,4 +238,4 @@ def build_model(config: MTLConfig, train_table: "pd.DataFrame | None" = None) ->
     return MultiTaskModel(config, adjacency)
 
 
-__all__ = ["MTLConfig", "MultiTaskModel", "build_model", "count_parameters"]
+__all__ = ["AU_PATH", "MTLConfig", "MultiTaskModel", "build_model", "count_parameters", "freeze_au_path"]
