@@ -106,6 +106,48 @@ def test_au_to_expr_attention_starts_as_identity_and_weights_sum_to_one():
     assert not torch.allclose(refined, logits)
 
 
+def test_zero_queries_as_002_start_identical_skip_self_attention_in_block_one_and_learn_apart():
+    torch.manual_seed(0)
+    enc = TaskAdaptiveCrossAttention(C, DIM, depth=2, heads=2, query_init="zeros")
+    assert torch.count_nonzero(enc.queries.embedding) == 0
+    assert enc.blocks[0].self_attn is None and enc.blocks[0].norm_self is None
+    assert enc.blocks[1].self_attn is not None  # only the first block goes without
+    x = torch.randn(B, N, C)
+    q, attns = enc(x)
+    torch.testing.assert_close(q, q[:, :1].expand_as(q))  # 22 copies of one query at the start
+    torch.testing.assert_close(attns[0], attns[0][:, :, :1].expand_as(attns[0]))
+    model = MultiTaskModel(MTLConfig(token_dim=C, dim=DIM, depth=1, heads=2, gcn=False, dropout=0.0,
+                                     query_init="zeros"))
+    batch = _batch(8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        MultiTaskLoss()(model(torch.randn(8, N, C)), batch)[0].backward()
+        opt.step()
+    emb = model.encoder.queries.embedding.detach()
+    assert torch.cdist(emb, emb)[~torch.eye(22, dtype=torch.bool)].min() > 0  # each head pulled its query apart
+    default = TaskAdaptiveCrossAttention(C, DIM, depth=2, heads=2)
+    assert default.blocks[0].self_attn is not None and default.queries.embedding.std() > 0.5
+    with pytest.raises(ValueError, match="query_init"):
+        TaskAdaptiveCrossAttention(C, DIM, depth=1, heads=2, query_init="small")
+
+
+def test_au_assist_switch_keeps_the_graph_for_the_aus_only():
+    torch.manual_seed(0)
+    cfg = dict(token_dim=C, dim=DIM, depth=1, heads=2, dropout=0.0)
+    assisted = MultiTaskModel(MTLConfig(**cfg), cooccurrence_adjacency(_cond()))
+    alone = MultiTaskModel(MTLConfig(**cfg, au_assist=False), cooccurrence_adjacency(_cond()))
+    assert assisted.heads.assist and not alone.heads.assist and alone.graph is not None
+    alone.load_state_dict({k: v for k, v in assisted.state_dict().items()
+                           if not k.startswith(("heads.expr", "heads.va"))}, strict=False)
+    x = torch.randn(B, N, C)
+    with torch.no_grad():
+        torch.testing.assert_close(alone(x)["au"], assisted(x)["au"])  # the AU path is the same
+        q = alone.encoder(x)[0]
+        torch.testing.assert_close(alone(x)["expr"], alone.heads.expr(q[:, EXPR_SLICE]))  # EXPR reads its queries only
+    assert alone.heads.expr.weight.shape[-1] == DIM < assisted.heads.expr.weight.shape[-1]
+
+
 def test_published_attention_matches_000s_additive_attention_written_out_in_float64():
     """000's AdditiveAttention(key_size=1, query_size=12, num_hiddens=64) with q = au, k = v = ex."""
     torch.manual_seed(0)

@@ -82,7 +82,10 @@ class MultiHeadAttention(nn.Module):
 
 
 class TaskQueries(nn.Module):
-    """The 22 learnable query embeddings (AU_SLICE, EXPR_SLICE, VA_SLICE), one per output."""
+    """The 22 learnable query embeddings (AU_SLICE, EXPR_SLICE, VA_SLICE), one per output.
+
+    ``init_std=0`` starts them at zero (seed 002's choice; see :class:`TaskAdaptiveCrossAttention`).
+    """
 
     def __init__(self, dim: int, n_queries: int = N_QUERIES, init_std: float = 1.0) -> None:
         super().__init__()
@@ -90,7 +93,10 @@ class TaskQueries(nn.Module):
         # Unit scale (as DETR's object queries): with the usual 0.02 the 22 queries start as
         # near-copies, and after the first self-attention they all attend to the same cells
         # (03_cross_attention shows this trap).
-        nn.init.normal_(self.embedding, std=init_std)
+        if init_std > 0:
+            nn.init.normal_(self.embedding, std=init_std)
+        else:
+            nn.init.zeros_(self.embedding)
 
     def forward(self, batch_size: int) -> torch.Tensor:
         """(batch_size, 22, dim): the same queries for every sample."""
@@ -100,13 +106,17 @@ class TaskQueries(nn.Module):
 class TaskAdaptiveBlock(nn.Module):
     """Queries: self-attention, cross-attention to the tokens, FFN (pre-norm, residuals).
 
+    ``self_attention=False`` leaves the first step out (seed 002's first block).
     ``forward(queries (B, Q, dim), tokens (B, N, dim)) -> (queries, cross_weights (B, heads, Q, N))``.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 self_attention: bool = True) -> None:
         super().__init__()
-        self.norm_self = nn.LayerNorm(dim)
-        self.self_attn = MultiHeadAttention(dim, heads, dropout)
+        self.norm_self: nn.LayerNorm | None = None
+        self.self_attn: MultiHeadAttention | None = None
+        if self_attention:
+            self.norm_self, self.self_attn = nn.LayerNorm(dim), MultiHeadAttention(dim, heads, dropout)
         self.norm_cross = nn.LayerNorm(dim)
         self.norm_tokens = nn.LayerNorm(dim)
         self.cross_attn = MultiHeadAttention(dim, heads, dropout)
@@ -118,8 +128,8 @@ class TaskAdaptiveBlock(nn.Module):
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.norm_self(queries)
-        queries = queries + self.drop(self.self_attn(q)[0])
+        if self.self_attn is not None and self.norm_self is not None:
+            queries = queries + self.drop(self.self_attn(self.norm_self(queries))[0])
         out, weights = self.cross_attn(self.norm_cross(queries), self.norm_tokens(tokens))
         queries = queries + self.drop(out)
         queries = queries + self.drop(self.ffn(self.norm_ffn(queries)))
@@ -136,14 +146,24 @@ class TaskAdaptiveCrossAttention(nn.Module):
     ``n_tokens``: when given, a learnable positional embedding (n_tokens, dim) is added and
     inputs must have exactly that many tokens. Frozen ViT tokens already carry position.
 
+    ``query_init``: how the 22 queries start. ``"unit"`` (the course's default) draws them from
+    N(0, 1), as DETR does, so that they differ before the first self-attention mixes them
+    (``03`` shows the trap of drawing them small). ``"zeros"`` is seed 002's answer: the queries
+    start at zero and the **first block has no self-attention** (22 identical queries would only
+    exchange identical messages); they become different because each feeds its own output head.
+
     ``forward(tokens (B, N, token_dim)) -> (queries (B, 22, dim), attentions)``, where
     ``attentions`` holds one (B, heads, 22, N) cross-attention tensor per block.
     """
 
     def __init__(self, token_dim: int, dim: int, depth: int, heads: int, n_tokens: int | None = None,
                  *, token_reducer: Literal["linear", "conv1d"] = "linear", mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, n_queries: int = N_QUERIES) -> None:
+                 dropout: float = 0.0, n_queries: int = N_QUERIES,
+                 query_init: Literal["unit", "zeros"] = "unit") -> None:
         super().__init__()
+        if query_init not in ("unit", "zeros"):
+            raise ValueError(f"query_init {query_init!r}: use 'unit' or 'zeros'")
+        self.query_init = query_init
         if token_reducer == "linear":
             self.reducer: nn.Module = nn.Linear(token_dim, dim)
         elif token_reducer == "conv1d":
@@ -157,9 +177,10 @@ class TaskAdaptiveCrossAttention(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         else:
             self.register_parameter("pos_embed", None)
-        self.queries = TaskQueries(dim, n_queries)
-        self.blocks = nn.ModuleList(TaskAdaptiveBlock(dim, heads, mlp_ratio, dropout)
-                                    for _ in range(depth))
+        self.queries = TaskQueries(dim, n_queries, init_std=1.0 if query_init == "unit" else 0.0)
+        self.blocks = nn.ModuleList(
+            TaskAdaptiveBlock(dim, heads, mlp_ratio, dropout, self_attention=not (i == 0 and query_init == "zeros"))
+            for i in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def reduce(self, tokens: torch.Tensor) -> torch.Tensor:

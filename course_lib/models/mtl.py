@@ -17,7 +17,8 @@ Switches (:class:`MTLConfig`):
   vector by a Linear(dim, 12 * dim) + GELU (as ME-GraphAU's per-AU branches do) and the
   graph runs on them.
 - ``gcn=False``: no graph; AU logits come straight from the AU queries, and EXPR / VA
-  heads read only their own queries.
+  heads read only their own queries. ``au_assist=False`` keeps the graph for the AU logits but
+  not for EXPR / VA (what seed 002's "AU-assisted" heads add, measured in ``04``).
 - ``au_expr_attention=True``: the EXPR logits are refined by an attention between the tasks:
   ``au_expr_style="course"`` (the course's variant, :class:`AUToExprAttention`: the expression
   head attends over the AU nodes) or ``"published"`` (seed 000's module,
@@ -68,6 +69,7 @@ class MTLConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     token_reducer: Literal["linear", "conv1d"] = "linear"
+    query_init: Literal["unit", "zeros"] = "unit"
     gcn: bool = True
     gcn_layers: int = 2
     learned_k: int | None = 4
@@ -75,6 +77,7 @@ class MTLConfig:
     cooccurrence_threshold: float = 0.4
     graph_combine: Literal["mean", "sum"] = "mean"
     graph_pool: Literal["mean", "attention"] = "mean"
+    au_assist: bool = True
     au_expr_attention: bool = False
     au_expr_style: Literal["course", "published"] = "course"
     dropout: float = 0.1
@@ -128,7 +131,8 @@ class MultiTaskModel(nn.Module):
         if config.cross_attention:
             self.encoder = TaskAdaptiveCrossAttention(
                 token_dim, dim, config.depth, config.heads, config.n_tokens,
-                token_reducer=config.token_reducer, mlp_ratio=config.mlp_ratio, dropout=config.dropout)
+                token_reducer=config.token_reducer, mlp_ratio=config.mlp_ratio, dropout=config.dropout,
+                query_init=config.query_init)
         else:
             self.project = nn.Linear(token_dim, dim)
             if config.gcn:
@@ -146,7 +150,7 @@ class MultiTaskModel(nn.Module):
             self.graph = AUGraph(dim, config.gcn_layers, fixed, config.learned_k,
                                  combine=config.graph_combine, dropout=config.dropout)
         self.drop = nn.Dropout(config.dropout)
-        self.heads = AUAssistedHeads(dim, assist=config.gcn, pool=config.graph_pool)
+        self.heads = AUAssistedHeads(dim, assist=config.gcn and config.au_assist, pool=config.graph_pool)
         self.au_to_expr: nn.Module | None = None
         if config.au_expr_attention:
             self.au_to_expr = (AUQueryExprAttention() if config.au_expr_style == "published"
