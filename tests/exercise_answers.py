@@ -34,6 +34,60 @@ def _published_reversed(au, ex, w_q, w_k, w_v):
     return torch.tanh(au.unsqueeze(-1) @ w_k.T + ex.mean(-1, keepdim=True).unsqueeze(1)) @ w_v.T
 
 
+def _block_right(block, q, t):
+    q = q + block.self_attn(block.norm_self(q))[0]
+    q = q + block.cross_attn(block.norm_cross(q), block.norm_tokens(t))[0]
+    return q + block.ffn(block.norm_ffn(q))
+
+
+def _block_no_token_norm(block, q, t):
+    q = q + block.self_attn(block.norm_self(q))[0]
+    q = q + block.cross_attn(block.norm_cross(q), t)[0]
+    return q + block.ffn(block.norm_ffn(q))
+
+
+def _block_no_residual(block, q, t):
+    q = block.self_attn(block.norm_self(q))[0]
+    q = block.cross_attn(block.norm_cross(q), block.norm_tokens(t))[0]
+    return block.ffn(block.norm_ffn(q))
+
+
+def _assisted_right(heads, au_nodes, expr):
+    import torch
+
+    g = au_nodes.mean(1, keepdim=True).expand(-1, expr.shape[1], -1)
+    return (torch.cat([expr, g], -1) * heads.expr.weight).sum(-1) + heads.expr.bias
+
+
+def _assisted_max(heads, au_nodes, expr):
+    import torch
+
+    g = au_nodes.max(1, keepdim=True).values.expand(-1, expr.shape[1], -1)
+    return (torch.cat([expr, g], -1) * heads.expr.weight).sum(-1) + heads.expr.bias
+
+
+def _assisted_no_graph(heads, au_nodes, expr):
+    return (expr * heads.expr.weight[:, : expr.shape[-1]]).sum(-1) + heads.expr.bias
+
+
+def _causal_right(h, w, b, d):
+    import torch.nn.functional as F
+
+    return F.conv1d(F.pad(h, (d * (w.shape[-1] - 1), 0)), w, b, dilation=d)
+
+
+def _causal_right_pad(h, w, b, d):
+    import torch.nn.functional as F
+
+    return F.conv1d(F.pad(h, (0, d * (w.shape[-1] - 1))), w, b, dilation=d)
+
+
+def _causal_no_dilation(h, w, b, d):
+    import torch.nn.functional as F
+
+    return F.conv1d(F.pad(h, (w.shape[-1] - 1, 0)), w, b)
+
+
 def _ccc_right(x, y):
     mx, my = x.mean(), y.mean()
     return 2 * ((x - mx) * (y - my)).mean() / (x.var() + y.var() + (mx - my) ** 2)
@@ -109,9 +163,11 @@ ANSWERS = {
     "02.tokens_to_map": (lambda t, h, w: t.T.reshape(t.shape[1], h, w),
                          [lambda t, h, w: t.reshape(t.shape[1], h, w), lambda t, h, w: t.T.reshape(-1, w, h).transpose(0, 2, 1)]),
     "03.attention": (_attention_right, [_attention_unscaled, _attention_wrong_axis]),
+    "03.task_adaptive_block": (_block_right, [_block_no_token_norm, _block_no_residual]),
     "03.region_ratio": (lambda w, m: w[m].sum() / m.mean(), [lambda w, m: w[m].sum(), lambda w, m: w[m].mean()]),
     "04.normalize_adjacency": (_norm_right, [_norm_rows, lambda a: a]),
     "04.gcn_layer": (lambda a, h, w: np.maximum(a @ h @ w, 0), [lambda a, h, w: a @ h @ w, lambda a, h, w: np.maximum(h @ w, 0)]),
+    "04.au_assisted_expr": (_assisted_right, [_assisted_max, _assisted_no_graph]),
     "04.published_attention": (_published_right, [_published_weights_only, _published_residual,
                                                   _published_batch_softmax, _published_reversed]),
     "01.count_windows": (_windows_right, [
@@ -150,6 +206,7 @@ ANSWERS.update({
         lambda k, n: 1 + 2 * (k - 1) * (2 ** n - 1),
         lambda k, n: k * 2 ** n,
     ]),
+    "06.causal_conv": (_causal_right, [_causal_right_pad, _causal_no_dilation]),
 })
 
 

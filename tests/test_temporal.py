@@ -236,3 +236,41 @@ def test_a_temporal_model_learns_what_needs_time_and_the_per_frame_one_cannot(on
         scores[kind] = score(predict(model, val_loader, input_key=("features", "valid")))
     assert scores["tcn"]["va"] > scores["none"]["va"] + 0.3, scores
     assert scores["tcn"]["total"] > scores["none"]["total"] + 0.5, {k: s["total"] for k, s in scores.items()}
+
+
+def test_causal_tcn_block_never_sees_the_future_and_centred_does():
+    import torch.nn.functional as F
+
+    from course_lib.models.temporal import TCNBlock
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 8)
+    for causal in (True, False):
+        block = TCNBlock(8, kernel_size=3, dilation=2, dropout=0.0, causal=causal).eval()
+        later = x.clone()
+        later[:, 7:] = torch.randn(2, 5, 8)  # change frames 7.. only
+        with torch.no_grad():
+            a, b = block(x), block(later)
+        same_past = torch.allclose(a[:, :7], b[:, :7])
+        assert same_past == causal  # causal: frames 0..6 unchanged; centred: frames 5, 6 look ahead
+        assert a.shape == x.shape
+    block = TCNBlock(8, kernel_size=3, dilation=2, dropout=0.0, causal=True)
+    h = torch.randn(2, 8, 12)
+    want = F.conv1d(F.pad(h, (4, 0)), block.conv.weight, block.conv.bias, dilation=2)
+    torch.testing.assert_close(block.convolve(h), want)
+
+
+def test_causal_tcn_encoder_looks_back_only_and_other_kinds_refuse():
+    from course_lib.models.temporal import TemporalEncoder, TemporalModel
+
+    torch.manual_seed(0)
+    enc = TemporalEncoder("tcn", 8, 8, layers=3, dropout=0.0, causal=True).eval()
+    x = torch.randn(1, 16, 8)
+    later = x.clone()
+    later[:, 10:] = torch.randn(1, 6, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x)[:, :10], enc(later)[:, :10])
+        assert not torch.allclose(enc(x)[:, 10:], enc(later)[:, 10:])
+    assert TemporalModel(8, kind="tcn", dim=8, causal=True)(x)["au"].shape == (1, 16, 12)
+    with pytest.raises(ValueError, match="causal"):
+        TemporalEncoder("gru", 8, 8, causal=True)

@@ -1,4 +1,5 @@
-"""Checkers for ``03_cross_attention``: attention from scratch, and attention inside a region."""
+"""Checkers for ``03_cross_attention``: attention from scratch, attention inside a region, and one
+task-adaptive block assembled in PyTorch from its parts."""
 
 from __future__ import annotations
 
@@ -52,3 +53,51 @@ def check_region_ratio(fn) -> str:
     if abs(float(call_answer(fn, uniform, np.arange(10) < 3)) - 1.0) > 1e-9:
         raise Mismatch("uniform attention should give exactly 1 (chance).")
     return "Right: 1 means chance, 3 means three times more attention inside the region than its size explains."
+
+
+def _block_variants(block, q: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Typical wrong orders of one task-adaptive block, from the block's own parts."""
+    sa = lambda x: block.self_attn(x)[0]  # noqa: E731
+    ca = lambda x, y: block.cross_attn(x, y)[0]  # noqa: E731
+    no_res = block.ffn(block.norm_ffn(ca(block.norm_cross(sa(block.norm_self(q))), block.norm_tokens(t))))
+    post = block.norm_self(q + sa(q))
+    post = block.norm_cross(post + ca(post, t))
+    post = block.norm_ffn(post + block.ffn(post))
+    raw_tokens = q + sa(block.norm_self(q))
+    raw_tokens = raw_tokens + ca(block.norm_cross(raw_tokens), t)
+    raw_tokens = raw_tokens + block.ffn(block.norm_ffn(raw_tokens))
+    swapped = q + ca(block.norm_cross(q), block.norm_tokens(t))
+    swapped = swapped + sa(block.norm_self(swapped))
+    swapped = swapped + block.ffn(block.norm_ffn(swapped))
+    return {"no residuals": no_res, "post-norm": post, "raw tokens": raw_tokens, "swapped": swapped}
+
+
+@exercise("03.task_adaptive_block", "One task-adaptive block in PyTorch, from its parts")
+def check_task_adaptive_block(fn) -> str:
+    from ..models import TaskAdaptiveBlock
+
+    seed = int(np.random.default_rng().integers(1 << 30))
+    torch.manual_seed(seed)
+    block = TaskAdaptiveBlock(16, heads=2).eval()
+    with torch.no_grad():
+        for norm in (block.norm_self, block.norm_cross, block.norm_tokens, block.norm_ffn):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_(0, 0.3)
+        q, t = torch.randn(3, 22, 16), torch.randn(3, 9, 16)
+        want = block(q, t)[0]
+        got = call_answer(fn, block, q.clone(), t.clone())
+        if isinstance(got, tuple):
+            got = got[0]
+        got = torch.as_tensor(got, dtype=torch.float32)
+        if got.shape != want.shape:
+            raise Mismatch(f"return the updated queries, shape (B, 22, dim) = {tuple(want.shape)}; got {tuple(got.shape)}")
+        if torch.allclose(got, want, atol=1e-5):
+            return "Right: self-attention, cross-attention, FFN, each pre-normed with a residual around it."
+        hints = {"no residuals": "add each step's output to the queries (residual connections): q = q + step(norm(q)).",
+                 "post-norm": "normalise *before* each step (pre-norm, as ViTs do), not after the residual sum.",
+                 "raw tokens": "the tokens get their own LayerNorm (block.norm_tokens) before the cross-attention.",
+                 "swapped": "the queries talk to each other first (self-attention), then read the tokens."}
+        for name, wrong in _block_variants(block, q, t).items():
+            if torch.allclose(got, wrong, atol=1e-5):
+                raise Mismatch(hints[name])
+    raise Mismatch("expected q + SA(LN(q)), then q + CA(LN(q), LN(tokens)), then q + FFN(LN(q)).")

@@ -1,5 +1,5 @@
-"""Checkers for ``04_au_graph``: normalising an adjacency, one graph convolution, and seed 000's
-attention between the tasks (in PyTorch)."""
+"""Checkers for ``04_au_graph``: normalising an adjacency, one graph convolution, the AU-assisted
+expression head and seed 000's attention between the tasks (the last two in PyTorch)."""
 
 from __future__ import annotations
 
@@ -88,3 +88,36 @@ def check_published_attention(fn) -> str:
     if torch.allclose(got, scores * ex, atol=1e-5) or torch.allclose(got, torch.sigmoid(scores) * ex, atol=1e-5):
         raise Mismatch("normalise the scores with a softmax over the 8 classes, so the weights sum to 1.")
     raise Mismatch("expected alpha_j * e_j with alpha = softmax_j(w_v tanh(W_q a + W_k e_j)).")
+
+
+@exercise("04.au_assisted_expr", "AU-assisted expression logits in PyTorch")
+def check_au_assisted_expr(fn) -> str:
+    import torch
+
+    from ..models import AUAssistedHeads
+
+    torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
+    dim = 8
+    heads = AUAssistedHeads(dim)
+    au_nodes, expr, va = torch.randn(4, 12, dim), torch.randn(4, 8, dim), torch.randn(4, 2, dim)
+    with torch.no_grad():
+        want = heads(au_nodes, expr, va)["expr"]
+        got = call_answer(fn, heads, au_nodes.clone(), expr.clone())
+    got = torch.as_tensor(got, dtype=torch.float32)
+    if got.shape != want.shape:
+        raise Mismatch(f"return one logit per expression and frame, shape (B, 8) = {tuple(want.shape)}; got "
+                       f"{tuple(got.shape)}. heads.expr is a PerQueryLinear over (B, 8, 2 * dim).")
+    if torch.allclose(got, want, atol=1e-5):
+        return "Right: every expression query now carries the pooled AU graph into its own linear read-out."
+
+    def per_query(x):
+        return (x * heads.expr.weight).sum(-1) + heads.expr.bias
+
+    with torch.no_grad():
+        g_max = au_nodes.max(1).values
+        if torch.allclose(got, per_query(torch.cat([expr, g_max[:, None].expand(-1, 8, -1)], -1)), atol=1e-5):
+            raise Mismatch("pool the 12 AU nodes with their mean, not their maximum.")
+        g = au_nodes.mean(1)[:, None].expand(-1, 8, -1)
+        if torch.allclose(got, per_query(torch.cat([g, expr], -1)), atol=1e-5):
+            raise Mismatch("the order of the concatenation matters: the query's own features first, then the graph.")
+    raise Mismatch("expected heads.expr applied to [expr query ; mean of the AU nodes] for each of the 8 queries.")

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.abaw import WindowedLabels
@@ -55,26 +56,35 @@ def tcn_receptive_field(kernel_size: int, layers: int) -> int:
 
 
 class TCNBlock(nn.Module):
-    """One residual block of a non-causal TCN: ``x + Drop(Linear(GELU(DilatedConv(LayerNorm(x)))))``.
+    """One residual block of a TCN: ``x + Drop(Linear(GELU(DilatedConv(LayerNorm(x)))))``.
 
-    The convolution is centred ("same" padding, zeros beyond the window's ends), so frame t
-    sees ``dilation * (k - 1) / 2`` frames on each side. Frames where ``valid`` is False are
-    zeroed before the convolution, so they act exactly like the zero padding past the end.
+    The convolution is centred by default ("same" padding, zeros beyond the window's ends), so
+    frame t sees ``dilation * (k - 1) / 2`` frames on each side. ``causal=True`` pads
+    ``dilation * (k - 1)`` zeros on the left only, so frame t sees frames t, t - d, ..., t - (k - 1) d
+    and never the future (what a live, frame-by-frame system needs). Frames where ``valid`` is
+    False are zeroed before the convolution, so they act exactly like the zero padding.
     """
 
-    def __init__(self, dim: int, kernel_size: int, dilation: int, dropout: float) -> None:
+    def __init__(self, dim: int, kernel_size: int, dilation: int, dropout: float, causal: bool = False) -> None:
         super().__init__()
+        self.causal = bool(causal)
+        self.left = dilation * (kernel_size - 1) if causal else 0
         self.norm = nn.LayerNorm(dim)
-        self.conv = nn.Conv1d(dim, dim, kernel_size, dilation=dilation, padding=dilation * (kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(dim, dim, kernel_size, dilation=dilation,
+                              padding=0 if causal else dilation * (kernel_size - 1) // 2)
         self.act = nn.GELU()
         self.mix = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
+
+    def convolve(self, h: torch.Tensor) -> torch.Tensor:
+        """The block's dilated convolution of ``h`` (B, dim, T) -> (B, dim, T), causal or centred."""
+        return self.conv(F.pad(h, (self.left, 0)) if self.left else h)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm(x)
         if valid is not None:
             h = h * valid.unsqueeze(-1).to(h.dtype)
-        h = self.conv(h.transpose(1, 2)).transpose(1, 2)
+        h = self.convolve(h.transpose(1, 2)).transpose(1, 2)
         return x + self.drop(self.mix(self.act(h)))
 
 
@@ -116,7 +126,8 @@ class TemporalEncoder(nn.Module):
 
     - ``"tcn"``: a linear projection, then ``layers`` residual blocks of centred dilated 1-D
       convolutions (dilation 1, 2, 4, ...; :class:`TCNBlock`). :attr:`receptive_field` frames
-      around each frame are seen, whatever T is.
+      around each frame are seen, whatever T is; ``causal=True`` makes every convolution look
+      back only (the same number of frames, all in the past).
     - ``"gru"``: a bidirectional ``nn.GRU`` (``layers`` deep, hidden size ``dim``) over the
       window, both directions projected to ``dim``: every frame sees the whole window.
     - ``"transformer"``: a linear projection, sinusoidal positions and a pre-norm
@@ -129,10 +140,12 @@ class TemporalEncoder(nn.Module):
     """
 
     def __init__(self, kind: Kind, in_dim: int, dim: int = 128, layers: int = 2, dropout: float = 0.1,
-                 kernel_size: int = 3, heads: int = 4) -> None:
+                 kernel_size: int = 3, heads: int = 4, causal: bool = False) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown temporal encoder {kind!r}: use one of {', '.join(map(repr, KINDS))}")
+        if causal and kind not in ("tcn", "none"):
+            raise ValueError(f"causal=True is for the TCN; a {kind} encoder sees the whole window")
         if int(layers) < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         self.kind, self.in_dim, self.dim, self.layers = kind, int(in_dim), int(dim), int(layers)
@@ -141,7 +154,8 @@ class TemporalEncoder(nn.Module):
             if self.kernel_size < 1 or self.kernel_size % 2 == 0:
                 raise ValueError(f"kernel_size must be odd (a centred convolution), got {kernel_size}")
             self.proj = nn.Linear(in_dim, dim)
-            self.blocks = nn.ModuleList(TCNBlock(dim, self.kernel_size, 2 ** i, dropout) for i in range(layers))
+            self.blocks = nn.ModuleList(TCNBlock(dim, self.kernel_size, 2 ** i, dropout, causal=causal)
+                                        for i in range(layers))
         elif kind == "gru":
             self.gru = nn.GRU(in_dim, dim, num_layers=layers, batch_first=True, bidirectional=True,
                               dropout=dropout if layers > 1 else 0.0)
