@@ -282,8 +282,9 @@ def test_ablation_table_has_every_configuration_with_intervals(tiny):
 
     root, _, result = tiny
     table = result.table
-    assert table["configuration"].tolist() == [*ev.ABLATION_STEPS, "floor: do nothing", "reference: HOG + linear",
-                                               "ceiling: reading each frame", "ceiling: oracle"]
+    assert table["configuration"].tolist() == [*ev.ABLATION_STEPS, ev.SEED003_ROW, "floor: do nothing",
+                                               "reference: HOG + linear", "ceiling: reading each frame",
+                                               "ceiling: oracle"]
     for label in ev.METRIC_LABELS.values():
         assert (table[f"{label} low"] <= table[label] + 1e-9).all()
         assert (table[label] <= table[f"{label} high"] + 1e-9).all()
@@ -308,6 +309,25 @@ def test_ablation_table_has_every_configuration_with_intervals(tiny):
         assert row["P_MTL gain"] == pytest.approx(rows.loc[row["step"], "P_MTL"] - rows.loc[row["over"], "P_MTL"])
         assert row["P_MTL low"] - 1e-9 <= row["P_MTL gain"] <= row["P_MTL high"] + 1e-9
     assert set(gains["verdict"]) <= {"helps", "hurts", "no clear effect"}
+
+
+def test_ablation_seed003_row_is_the_multimodal_recipe_and_needs_audio(tiny):
+    from course_lib.data.abaw import read_mtl_annotations
+    from course_lib.multimodal import audiovisual_windows, train_audiovisual
+    from course_lib.progressive import progressive_config
+
+    root, feats, result = tiny
+    train = read_mtl_annotations(root / "training_set_annotations.txt")
+    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    config = progressive_config("smoke", **TINY)
+    run = train_audiovisual(audiovisual_windows(root, feats, train, val), train, seed=0,
+                            epochs=config.stage1_epochs + config.stage2_epochs + config.stage3_epochs,
+                            lr=config.stage1_lr, dim=config.dim, device="cpu")
+    ours = result.predictions[ev.SEED003_ROW][0]
+    theirs = ev.predictions_table(run["predictions"], val)
+    np.testing.assert_allclose(ours[list(ev.PRED_COLUMNS)].to_numpy(float),
+                               theirs[list(ev.PRED_COLUMNS)].to_numpy(float), atol=1e-6)
+    assert ev.SEED003_ROW not in ev.step_gains(result, n_boot=50)["step"].tolist()  # beside the chain
 
 
 def test_ablation_temporal_row_is_run_progressive_stage3(tiny):
