@@ -12,7 +12,7 @@ outputs (:func:`predictions_table`). On it:
   is far more independent evidence than there is and gives intervals that are too narrow;
 - :func:`write_submission` / :func:`read_submission`: the challenge's prediction file;
 - :func:`run_ablation`: the course's components switched on one at a time, on the same data
-  and budget, each with its interval, next to the do-nothing floor and the data's oracle ceiling;
+  and budget, each with its interval, next to the do-nothing floor and the data's oracle reference;
   :func:`step_gains`: what each step adds, with a paired interval (:func:`bootstrap_difference`).
 
 The bootstrap is exact and fast because every term of P_MTL is a function of sums that add up
@@ -578,9 +578,9 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     ``seconds`` column, training time up to that configuration, shows the extra compute). Every
     configuration is trained once per seed in ``seeds``; the table reports the mean over seeds with
     a video-level bootstrap interval (``n_boot`` resamples, drawing the same videos for every
-    seed), then the do-nothing floor and the oracle ceiling (SynthAffWild only) with theirs.
+    seed), then the do-nothing floor and the oracle reference (SynthAffWild only) with theirs.
     ``references=True`` adds two rows from :mod:`course_lib.baselines` before the oracle: HOG +
-    linear models (no deep learning) and, on SynthAffWild, the ceiling of reading each frame's AU
+    linear models (no deep learning) and, on SynthAffWild, the reference of reading each frame's AU
     intensities exactly. ``on_row(row)`` is called as each configuration is measured.
     """
     import torch
@@ -691,8 +691,8 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
 
         made = [("reference: HOG + linear", "gradient histograms of the face, linear models (no deep learning)",
                  hog_predictions)]
-        if oracle is not None:  # the ceiling needs SynthAffWild's ground truth
-            made.append(("ceiling: reading each frame", "each frame's true AU intensities, gradient boosting",
+        if oracle is not None:  # the reading reference needs SynthAffWild's ground truth
+            made.append(("reference: reading each frame", "each frame's true AU intensities, gradient boosting",
                          reading_predictions))
         for name, what, make in made:
             tick = time.perf_counter()
@@ -700,7 +700,7 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
             table = _constant_table(val, p["va"], p["expr"], p["au"].astype(np.float64))
             rows.append(_table_row(name, what, [table], n_boot, level, time.perf_counter() - tick))
     if oracle is not None:
-        rows.append(_table_row("ceiling: oracle", "the generator's clean labels vs the noisy annotations", [oracle],
+        rows.append(_table_row("reference: oracle", "the generator's clean labels vs the noisy annotations", [oracle],
                                n_boot, level, np.nan))
     extra = {"device": str(device), "seeds": list(seeds), "n_boot": n_boot, "level": level,
              "videos": int(val["video"].nunique()), "frames": len(val), "train_predictions": train_preds}

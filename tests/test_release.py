@@ -86,7 +86,7 @@ def test_folder_contents_says_what_a_release_lacks_in_one_line(source, tmp_path,
     line = capsys.readouterr().out
     assert line.count("\n") == 1 and line.startswith("skipped: the '+ audio' step.")
     assert "audio/<video>.wav" in line and "ffmpeg" in line and "static frame subset" in line
-    assert not real.offers("ground_truth", "the oracle ceiling")
+    assert not real.offers("ground_truth", "the oracle reference")
     assert "ground_truth/<video>.npz" in capsys.readouterr().out
     with pytest.raises(KeyError, match="unknown part"):
         real.offers("videos", "anything")

@@ -128,8 +128,8 @@ def test_a_figure_skipped_on_real_data_shows_its_notice():
     from course_lib.slides import cell_figure_html
 
     cell = nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
-        "stream", name="stdout", text="skipped: the oracle ceiling. s-Aff-Wild2 has no ground_truth/<video>.npz: ...\n")])
+        "stream", name="stdout", text="skipped: the oracle reference. s-Aff-Wild2 has no ground_truth/<video>.npz: ...\n")])
     html_ = cell_figure_html(cell, "oracle", "deck.md")
-    assert 'class="skipped"' in html_ and "skipped: the oracle ceiling" in html_ and "&lt;video&gt;" in html_
+    assert 'class="skipped"' in html_ and "skipped: the oracle reference" in html_ and "&lt;video&gt;" in html_
     with pytest.raises(SlideError, match="no PNG or table output"):
         cell_figure_html(nbformat.v4.new_code_cell("x"), "oracle", "deck.md")
