@@ -88,6 +88,33 @@ def _causal_no_dilation(h, w, b, d):
     return F.conv1d(F.pad(h, (w.shape[-1] - 1, 0)), w, b)
 
 
+def _fusion_parts(model, feats):
+    import torch
+
+    fused = model.fuse(feats["au"] + feats["expr"] + feats["va"])
+    return {t: model.correct[t](torch.cat([feats[t], fused], -1)) for t in ("au", "expr", "va")}
+
+
+def _fusion_right(model, feats, stage1):
+    import torch
+
+    delta = _fusion_parts(model, feats)
+    return {"au": stage1["au"] + delta["au"], "expr": stage1["expr"] + delta["expr"],
+            "va": torch.tanh(torch.atanh(stage1["va"].clamp(-0.999, 0.999)) + delta["va"])}
+
+
+def _fusion_va_outside_tanh(model, feats, stage1):
+    delta = _fusion_parts(model, feats)
+    return {t: stage1[t] + delta[t] for t in delta}
+
+
+def _fusion_no_residual(model, feats, stage1):
+    import torch
+
+    delta = _fusion_parts(model, feats)
+    return {"au": delta["au"], "expr": delta["expr"], "va": torch.tanh(delta["va"])}
+
+
 def _ccc_right(x, y):
     mx, my = x.mean(), y.mean()
     return 2 * ((x - mx) * (y - my)).mean() / (x.var() + y.var() + (mx - my) ** 2)
@@ -291,6 +318,7 @@ def _fuse_right(a, b, c, w1, b1, w2, b2):
 
 ANSWERS.update({
     "05.lr_factor": (_lr_right, [_lr_zero_start, _lr_cosine_from_zero, lambda s, t, w: 1.0]),
+    "05.fusion_correction": (_fusion_right, [_fusion_va_outside_tanh, _fusion_no_residual]),
     "05.fuse": (_fuse_right, [lambda a, b, c, w1, b1, w2, b2: ((a + b + c) @ w1 + b1) @ w2 + b2,
                               lambda a, b, c, w1, b1, w2, b2: _fuse_right(a / 3, b / 3, c / 3, w1, b1, w2, b2),
                               lambda a, b, c, w1, b1, w2, b2: a]),
