@@ -507,9 +507,9 @@ def _constant_table(table: pd.DataFrame, va: np.ndarray, expr: np.ndarray, au: n
 # --------------------------------------------------------------------------- ablation
 
 
-#: The ablation's configurations, in order, and what each adds.
 #: The ablation table's row for seed 003 assembled (:mod:`course_lib.multimodal`), trained when there is audio.
 SEED003_ROW = "seed 003 assembled"
+#: The ablation's configurations, in order, and what each adds.
 ABLATION_STEPS: dict[str, str] = {
     "baseline": "mean-pooled tokens, linear heads (MTLConfig(cross_attention=False, gcn=False))",
     "+ cross-attention": "22 task queries attend over the patch tokens",

@@ -48,3 +48,15 @@ def test_pearson_gets_a_specific_hint():
 def test_unknown_exercise_lists_known_ones():
     with pytest.raises(KeyError, match="00.ccc"):
         exercises.grade("99.nope", lambda: 0)
+
+
+def test_pytorch_checkers_leave_the_notebooks_torch_random_state_alone():
+    import torch
+
+    for key in ("03.task_adaptive_block", "04.au_assisted_expr", "04.published_attention", "05.fusion_correction",
+                "06.causal_conv"):
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        assert exercises.grade(key, ANSWERS[key][0]).passed, key
+        torch.testing.assert_close(torch.rand(3), expected, msg=key)

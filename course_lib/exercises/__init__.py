@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -85,6 +86,18 @@ def registry() -> dict[str, Exercise]:
     return dict(_REGISTRY)
 
 
+@contextmanager
+def private_torch_rng() -> Iterator[None]:
+    """Fresh random weights and inputs for a PyTorch checker, without touching the notebook's own
+    torch random state: the global generator is forked, reseeded at random inside, and restored."""
+    import numpy as np
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
+        yield
+
+
 def call_answer(fn: Callable[..., Any], *args: Any) -> Any:
     """Call the student's function; a stub's ``NotImplementedError`` means "not attempted"."""
     try:
@@ -122,4 +135,4 @@ def check(key: str, answer: Any) -> Feedback:
 
 
 __all__ = ["Exercise", "Feedback", "Mismatch", "NotAttempted", "call_answer", "check", "exercise",
-           "grade", "registry"]
+           "grade", "private_torch_rng", "registry"]

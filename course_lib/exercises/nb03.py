@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import Mismatch, call_answer, exercise
+from . import Mismatch, call_answer, exercise, private_torch_rng
 
 
 @exercise("03.attention", "Scaled dot-product attention from scratch")
@@ -76,28 +76,27 @@ def _block_variants(block, q: torch.Tensor, t: torch.Tensor) -> dict[str, torch.
 def check_task_adaptive_block(fn) -> str:
     from ..models import TaskAdaptiveBlock
 
-    seed = int(np.random.default_rng().integers(1 << 30))
-    torch.manual_seed(seed)
-    block = TaskAdaptiveBlock(16, heads=2).eval()
-    with torch.no_grad():
-        for norm in (block.norm_self, block.norm_cross, block.norm_tokens, block.norm_ffn):
-            norm.weight.uniform_(0.5, 1.5)
-            norm.bias.normal_(0, 0.3)
-        q, t = torch.randn(3, 22, 16), torch.randn(3, 9, 16)
-        want = block(q, t)[0]
-        got = call_answer(fn, block, q.clone(), t.clone())
-        if isinstance(got, tuple):
-            got = got[0]
-        got = torch.as_tensor(got, dtype=torch.float32)
-        if got.shape != want.shape:
-            raise Mismatch(f"return the updated queries, shape (B, 22, dim) = {tuple(want.shape)}; got {tuple(got.shape)}")
-        if torch.allclose(got, want, atol=1e-5):
-            return "Right: self-attention, cross-attention, FFN, each pre-normed with a residual around it."
-        hints = {"no residuals": "add each step's output to the queries (residual connections): q = q + step(norm(q)).",
-                 "post-norm": "normalise *before* each step (pre-norm, as ViTs do), not after the residual sum.",
-                 "raw tokens": "the tokens get their own LayerNorm (block.norm_tokens) before the cross-attention.",
-                 "swapped": "the queries talk to each other first (self-attention), then read the tokens."}
-        for name, wrong in _block_variants(block, q, t).items():
-            if torch.allclose(got, wrong, atol=1e-5):
-                raise Mismatch(hints[name])
-    raise Mismatch("expected q + SA(LN(q)), then q + CA(LN(q), LN(tokens)), then q + FFN(LN(q)).")
+    with private_torch_rng():
+        block = TaskAdaptiveBlock(16, heads=2).eval()
+        with torch.no_grad():
+            for norm in (block.norm_self, block.norm_cross, block.norm_tokens, block.norm_ffn):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.normal_(0, 0.3)
+            q, t = torch.randn(3, 22, 16), torch.randn(3, 9, 16)
+            want = block(q, t)[0]
+            got = call_answer(fn, block, q.clone(), t.clone())
+            if isinstance(got, tuple):
+                got = got[0]
+            got = torch.as_tensor(got, dtype=torch.float32)
+            if got.shape != want.shape:
+                raise Mismatch(f"return the updated queries, shape (B, 22, dim) = {tuple(want.shape)}; got {tuple(got.shape)}")
+            if torch.allclose(got, want, atol=1e-5):
+                return "Right: self-attention, cross-attention, FFN, each pre-normed with a residual around it."
+            hints = {"no residuals": "add each step's output to the queries (residual connections): q = q + step(norm(q)).",
+                     "post-norm": "normalise *before* each step (pre-norm, as ViTs do), not after the residual sum.",
+                     "raw tokens": "the tokens get their own LayerNorm (block.norm_tokens) before the cross-attention.",
+                     "swapped": "the queries talk to each other first (self-attention), then read the tokens."}
+            for name, wrong in _block_variants(block, q, t).items():
+                if torch.allclose(got, wrong, atol=1e-5):
+                    raise Mismatch(hints[name])
+        raise Mismatch("expected q + SA(LN(q)), then q + CA(LN(q), LN(tokens)), then q + FFN(LN(q)).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Mismatch, call_answer, exercise
+from . import Mismatch, call_answer, exercise, private_torch_rng
 
 
 def _reference_norm(a: np.ndarray) -> np.ndarray:
@@ -61,12 +61,11 @@ def check_published_attention(fn) -> str:
 
     from ..models import AUQueryExprAttention
 
-    generator = torch.Generator().manual_seed(int(np.random.default_rng().integers(2**31)))
-    module = AUQueryExprAttention(hidden=16)
-    with torch.no_grad():
+    with private_torch_rng(), torch.no_grad():
+        module = AUQueryExprAttention(hidden=16)
         for linear in (module.query, module.key, module.score):
-            linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator))
-        au, ex = torch.randn(5, 12, generator=generator), 3 * torch.randn(5, 8, generator=generator)
+            torch.nn.init.normal_(linear.weight)
+        au, ex = torch.randn(5, 12), 3 * torch.randn(5, 8)
         want, alpha = module(au, ex)
         got = call_answer(fn, au.clone(), ex.clone(), module.query.weight.clone(), module.key.weight.clone(),
                           module.score.weight.clone())
@@ -96,28 +95,28 @@ def check_au_assisted_expr(fn) -> str:
 
     from ..models import AUAssistedHeads
 
-    torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
-    dim = 8
-    heads = AUAssistedHeads(dim)
-    au_nodes, expr, va = torch.randn(4, 12, dim), torch.randn(4, 8, dim), torch.randn(4, 2, dim)
-    with torch.no_grad():
-        want = heads(au_nodes, expr, va)["expr"]
-        got = call_answer(fn, heads, au_nodes.clone(), expr.clone())
-    got = torch.as_tensor(got, dtype=torch.float32)
-    if got.shape != want.shape:
-        raise Mismatch(f"return one logit per expression and frame, shape (B, 8) = {tuple(want.shape)}; got "
-                       f"{tuple(got.shape)}. heads.expr is a PerQueryLinear over (B, 8, 2 * dim).")
-    if torch.allclose(got, want, atol=1e-5):
-        return "Right: every expression query now carries the pooled AU graph into its own linear read-out."
+    with private_torch_rng():
+        dim = 8
+        heads = AUAssistedHeads(dim)
+        au_nodes, expr, va = torch.randn(4, 12, dim), torch.randn(4, 8, dim), torch.randn(4, 2, dim)
+        with torch.no_grad():
+            want = heads(au_nodes, expr, va)["expr"]
+            got = call_answer(fn, heads, au_nodes.clone(), expr.clone())
+        got = torch.as_tensor(got, dtype=torch.float32)
+        if got.shape != want.shape:
+            raise Mismatch(f"return one logit per expression and frame, shape (B, 8) = {tuple(want.shape)}; got "
+                           f"{tuple(got.shape)}. heads.expr is a PerQueryLinear over (B, 8, 2 * dim).")
+        if torch.allclose(got, want, atol=1e-5):
+            return "Right: every expression query now carries the pooled AU graph into its own linear read-out."
 
-    def per_query(x):
-        return (x * heads.expr.weight).sum(-1) + heads.expr.bias
+        def per_query(x):
+            return (x * heads.expr.weight).sum(-1) + heads.expr.bias
 
-    with torch.no_grad():
-        g_max = au_nodes.max(1).values
-        if torch.allclose(got, per_query(torch.cat([expr, g_max[:, None].expand(-1, 8, -1)], -1)), atol=1e-5):
-            raise Mismatch("pool the 12 AU nodes with their mean, not their maximum.")
-        g = au_nodes.mean(1)[:, None].expand(-1, 8, -1)
-        if torch.allclose(got, per_query(torch.cat([g, expr], -1)), atol=1e-5):
-            raise Mismatch("the order of the concatenation matters: the query's own features first, then the graph.")
-    raise Mismatch("expected heads.expr applied to [expr query ; mean of the AU nodes] for each of the 8 queries.")
+        with torch.no_grad():
+            g_max = au_nodes.max(1).values
+            if torch.allclose(got, per_query(torch.cat([expr, g_max[:, None].expand(-1, 8, -1)], -1)), atol=1e-5):
+                raise Mismatch("pool the 12 AU nodes with their mean, not their maximum.")
+            g = au_nodes.mean(1)[:, None].expand(-1, 8, -1)
+            if torch.allclose(got, per_query(torch.cat([g, expr], -1)), atol=1e-5):
+                raise Mismatch("the order of the concatenation matters: the query's own features first, then the graph.")
+        raise Mismatch("expected heads.expr applied to [expr query ; mean of the AU nodes] for each of the 8 queries.")

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import Mismatch, call_answer, exercise
+from . import Mismatch, call_answer, exercise, private_torch_rng
 
 
 @exercise("05.lr_factor", "Linear warm-up then cosine decay of the learning rate")
@@ -79,35 +79,35 @@ def check_fusion_correction(fn) -> str:
     from ..models import MTLConfig, MultiTaskModel
     from ..progressive import TASKS, FusionModel
 
-    torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
-    dim = 8
-    model = FusionModel({t: MultiTaskModel(MTLConfig(token_dim=6, dim=dim, cross_attention=False, gcn=False))
-                         for t in TASKS}).eval()
-    with torch.no_grad():
-        for head in model.correct.values():  # stage 2 starts at zero; random weights make every term count
-            torch.nn.init.normal_(head.weight, std=0.3)
-            torch.nn.init.normal_(head.bias, std=0.3)
-        tokens = torch.randn(4, 5, 6)
-        own = {t: m(tokens, return_features=True) for t, m in model.task_models.items()}
-        feats = {t: own[t]["features"][t] for t in TASKS}
-        stage1 = {t: own[t][t] for t in TASKS}
-        want = model(tokens)
-        got = call_answer(fn, model, {t: f.clone() for t, f in feats.items()}, {t: o.clone() for t, o in stage1.items()})
-    if not isinstance(got, dict) or set(got) != set(TASKS):
-        raise Mismatch("return a dict with the corrected outputs of the three tasks: {'au', 'expr', 'va'}")
-    got = {t: torch.as_tensor(v, dtype=torch.float32) for t, v in got.items()}
-    for t in TASKS:
-        if got[t].shape != want[t].shape:
-            raise Mismatch(f"'{t}' should keep the stage-1 shape {tuple(want[t].shape)}; got {tuple(got[t].shape)}")
-    if all(torch.allclose(got[t], want[t], atol=1e-5) for t in TASKS):
-        return "Right: one fused vector for all tasks, and each task corrects its own stage-1 output with it."
-    with torch.no_grad():
-        fused = model.fuse(feats["au"] + feats["expr"] + feats["va"])
-        delta = {t: model.correct[t](torch.cat([feats[t], fused], -1)) for t in TASKS}
-    if torch.allclose(got["va"], stage1["va"] + delta["va"], atol=1e-5):
-        raise Mismatch("VA lives in [-1, 1]: add the correction before the tanh, tanh(atanh(va) + delta), "
-                       "clamping va to +-0.999 first.")
-    if all(torch.allclose(got[t], delta[t], atol=1e-5) for t in ("au", "expr")):
-        raise Mismatch("the correction is added to the stage-1 output (a residual), not returned on its own.")
-    raise Mismatch("expected fused = model.fuse(sum of the three features); delta_t = model.correct[t]([f_t ; fused]); "
-                   "AU and EXPR: stage1 + delta; VA: tanh(atanh(stage1) + delta).")
+    with private_torch_rng():
+        dim = 8
+        model = FusionModel({t: MultiTaskModel(MTLConfig(token_dim=6, dim=dim, cross_attention=False, gcn=False))
+                             for t in TASKS}).eval()
+        with torch.no_grad():
+            for head in model.correct.values():  # stage 2 starts at zero; random weights make every term count
+                torch.nn.init.normal_(head.weight, std=0.3)
+                torch.nn.init.normal_(head.bias, std=0.3)
+            tokens = torch.randn(4, 5, 6)
+            own = {t: m(tokens, return_features=True) for t, m in model.task_models.items()}
+            feats = {t: own[t]["features"][t] for t in TASKS}
+            stage1 = {t: own[t][t] for t in TASKS}
+            want = model(tokens)
+            got = call_answer(fn, model, {t: f.clone() for t, f in feats.items()}, {t: o.clone() for t, o in stage1.items()})
+        if not isinstance(got, dict) or set(got) != set(TASKS):
+            raise Mismatch("return a dict with the corrected outputs of the three tasks: {'au', 'expr', 'va'}")
+        got = {t: torch.as_tensor(v, dtype=torch.float32) for t, v in got.items()}
+        for t in TASKS:
+            if got[t].shape != want[t].shape:
+                raise Mismatch(f"'{t}' should keep the stage-1 shape {tuple(want[t].shape)}; got {tuple(got[t].shape)}")
+        if all(torch.allclose(got[t], want[t], atol=1e-5) for t in TASKS):
+            return "Right: one fused vector for all tasks, and each task corrects its own stage-1 output with it."
+        with torch.no_grad():
+            fused = model.fuse(feats["au"] + feats["expr"] + feats["va"])
+            delta = {t: model.correct[t](torch.cat([feats[t], fused], -1)) for t in TASKS}
+        if torch.allclose(got["va"], stage1["va"] + delta["va"], atol=1e-5):
+            raise Mismatch("VA lives in [-1, 1]: add the correction before the tanh, tanh(atanh(va) + delta), "
+                           "clamping va to +-0.999 first.")
+        if all(torch.allclose(got[t], delta[t], atol=1e-5) for t in ("au", "expr")):
+            raise Mismatch("the correction is added to the stage-1 output (a residual), not returned on its own.")
+        raise Mismatch("expected fused = model.fuse(sum of the three features); delta_t = model.correct[t]([f_t ; fused]); "
+                       "AU and EXPR: stage1 + delta; VA: tanh(atanh(stage1) + delta).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Mismatch, call_answer, exercise
+from . import Mismatch, call_answer, exercise, private_torch_rng
 
 
 def _random_windows(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -106,27 +106,26 @@ def check_causal_conv(fn) -> str:
 
     from ..models.temporal import TCNBlock
 
-    rng = np.random.default_rng()
-    torch.manual_seed(int(rng.integers(1 << 30)))
-    for k, d in ((3, 2), (2, 4), (5, 1)):
-        block = TCNBlock(6, kernel_size=k, dilation=d, dropout=0.0, causal=True)
-        h = torch.randn(2, 6, 20)
-        w, b = block.conv.weight.detach(), block.conv.bias.detach()
-        with torch.no_grad():
-            want = block.convolve(h)
-            got = call_answer(fn, h.clone(), w.clone(), b.clone(), d)
-        got = torch.as_tensor(got, dtype=torch.float32)
-        if got.shape != want.shape:
-            raise Mismatch(f"keep every time step: the output should have shape (B, C, T) = {tuple(want.shape)}, got "
-                           f"{tuple(got.shape)}. Pad dilation * (k - 1) zeros, all on the left.")
-        if torch.allclose(got, want, atol=1e-5):
-            continue
-        pad = d * (k - 1)
-        if torch.allclose(got, F.conv1d(F.pad(h, (0, pad)), w, b, dilation=d), atol=1e-5):
-            raise Mismatch("you padded on the right: frame t then reads frames t .. t + (k - 1) d, the future.")
-        if pad % 2 == 0 and torch.allclose(got, F.conv1d(h, w, b, dilation=d, padding=pad // 2), atol=1e-5):
-            raise Mismatch("that is the centred convolution: put all dilation * (k - 1) zeros on the left.")
-        if torch.allclose(got, F.conv1d(F.pad(h, (k - 1, 0)), w, b), atol=1e-5):
-            raise Mismatch("the dilation is missing: taps sit dilation frames apart (pass dilation= to conv1d).")
-        raise Mismatch("expected conv1d(pad(h, (dilation * (k - 1), 0)), weight, bias, dilation=dilation).")
-    return "Right: frame t now reads t, t - d, ..., t - (k - 1) d, and a live system can run it frame by frame."
+    with private_torch_rng():
+        for k, d in ((3, 2), (2, 4), (5, 1)):
+            block = TCNBlock(6, kernel_size=k, dilation=d, dropout=0.0, causal=True)
+            h = torch.randn(2, 6, 20)
+            w, b = block.conv.weight.detach(), block.conv.bias.detach()
+            with torch.no_grad():
+                want = block.convolve(h)
+                got = call_answer(fn, h.clone(), w.clone(), b.clone(), d)
+            got = torch.as_tensor(got, dtype=torch.float32)
+            if got.shape != want.shape:
+                raise Mismatch(f"keep every time step: the output should have shape (B, C, T) = {tuple(want.shape)}, got "
+                               f"{tuple(got.shape)}. Pad dilation * (k - 1) zeros, all on the left.")
+            if torch.allclose(got, want, atol=1e-5):
+                continue
+            pad = d * (k - 1)
+            if torch.allclose(got, F.conv1d(F.pad(h, (0, pad)), w, b, dilation=d), atol=1e-5):
+                raise Mismatch("you padded on the right: frame t then reads frames t .. t + (k - 1) d, the future.")
+            if pad % 2 == 0 and torch.allclose(got, F.conv1d(h, w, b, dilation=d, padding=pad // 2), atol=1e-5):
+                raise Mismatch("that is the centred convolution: put all dilation * (k - 1) zeros on the left.")
+            if torch.allclose(got, F.conv1d(F.pad(h, (k - 1, 0)), w, b), atol=1e-5):
+                raise Mismatch("the dilation is missing: taps sit dilation frames apart (pass dilation= to conv1d).")
+            raise Mismatch("expected conv1d(pad(h, (dilation * (k - 1), 0)), weight, bias, dilation=dilation).")
+        return "Right: frame t now reads t, t - d, ..., t - (k - 1) d, and a live system can run it frame by frame."

@@ -67,8 +67,7 @@ class TCNBlock(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int, dilation: int, dropout: float, causal: bool = False) -> None:
         super().__init__()
-        self.causal = bool(causal)
-        self.left = dilation * (kernel_size - 1) if causal else 0
+        self.left = dilation * (kernel_size - 1) if causal else 0  # zeros padded on the left (causal only)
         self.norm = nn.LayerNorm(dim)
         self.conv = nn.Conv1d(dim, dim, kernel_size, dilation=dilation,
                               padding=0 if causal else dilation * (kernel_size - 1) // 2)
