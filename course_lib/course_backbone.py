@@ -189,8 +189,10 @@ def weighted_loss(train_table) -> "MultiTaskLoss":  # noqa: F821
 
 
 def course_features(root: Path | str, mode: str = "smoke", *, device: torch.device | str | None = None,
-                    progress_bar: bool = True, from_scratch: bool = False) -> tuple[CourseBackbone, dict]:
-    """The course backbone and its cached features (train and validation) for ``root``.
+                    progress_bar: bool = True, from_scratch: bool = False, test: bool = False
+                    ) -> tuple[CourseBackbone, dict]:
+    """The course backbone and its cached features (train and validation; with ``test``, the test list's
+    frames too) for ``root``.
 
     Every notebook from 03 on starts here: whatever is missing (backbone, features) is
     rebuilt, whatever exists is reused.
@@ -198,6 +200,7 @@ def course_features(root: Path | str, mode: str = "smoke", *, device: torch.devi
     from .features import ensure_features
 
     cb = course_backbone(root, mode, device=device, progress_bar=progress_bar, from_scratch=from_scratch)
-    feats = ensure_features(cb.backbone, root, backbone_fingerprint=cb.fingerprint,
+    splits = ("train", "validation", "test") if test else ("train", "validation")
+    feats = ensure_features(cb.backbone, root, backbone_fingerprint=cb.fingerprint, splits=splits,
                             image_size=cb.settings["image_size"], device=device, progress_bar=progress_bar)
     return cb, feats

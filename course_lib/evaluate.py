@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .data.abaw import AnnotationError
+from .data.abaw import LABEL_COLUMNS, AnnotationError
 from .labels import AU_NAMES, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA
 from .metrics import p_mtl, tune_au_thresholds
 
@@ -157,6 +157,33 @@ def scores(df: pd.DataFrame, au_threshold: float | Sequence[float] | np.ndarray 
     """
     a = _arrays(df)
     return p_mtl(a["va"], a["va_pred"], a["expr"], a["expr_pred"], a["au"], a["au_pred"], au_threshold=au_threshold)
+
+
+def label_test(predictions: pd.DataFrame, root: str | Path) -> pd.DataFrame:
+    """The predictions table of the test list's frames with the test labels filled in, ready for :func:`scores`.
+
+    The labels come from :data:`~course_lib.data.abaw.TEST_LABELS`, which only SynthAffWild
+    stores (the organisers keep the real ones). Open them once, for the model chosen on
+    validation: a choice made after looking at them makes the test score a validation score.
+    The predictions must cover exactly the labelled test images.
+    """
+    from .data.abaw import TEST_LABELS, read_mtl_annotations
+
+    path = Path(root) / TEST_LABELS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: only SynthAffWild keeps its test labels; on the real data "
+                                "the organisers score the submission")
+    truth = read_mtl_annotations(path).set_index("image")
+    images = predictions["image"].astype(str)
+    unknown = images[~images.isin(truth.index)]
+    if len(unknown):
+        raise ValueError(f"{len(unknown)} predicted frames are not in {path}, e.g. {unknown.iloc[0]!r}")
+    if len(truth) != len(images) or images.duplicated().any():
+        raise ValueError(f"the predictions hold {images.nunique()} distinct frames; {path} labels {len(truth)}")
+    labels = [*LABEL_COLUMNS, "has_va", "has_expr", "has_au"]
+    out = predictions.copy()
+    out[labels] = truth.loc[images, labels].to_numpy()
+    return out.astype({c: truth[c].dtype for c in labels})
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -476,6 +503,24 @@ def read_submission(path: str | Path, images: Sequence[str] | None = None) -> pd
     return pd.DataFrame(rows, columns=["image", "valence", "arousal", "expression", *AU_NAMES])
 
 
+def score_submission(path: str | Path, root: str | Path) -> dict[str, Any]:
+    """Score a submission file the way the organisers do: checked against the test list of ``root``
+    (:func:`read_submission`), its decisions against the kept test labels (:data:`~course_lib.data.abaw.TEST_LABELS`,
+    SynthAffWild only). Returns :func:`course_lib.metrics.p_mtl`'s dict."""
+    from .data.abaw import TEST_LABELS, TEST_LIST, read_mtl_annotations, read_test_list
+
+    root = Path(root)
+    if not (root / TEST_LABELS).exists():
+        raise FileNotFoundError(f"{root / TEST_LABELS} not found: only SynthAffWild keeps its test labels; on the "
+                                "real data the organisers score the submission")
+    sub = read_submission(path, images=read_test_list(root / TEST_LIST)["image"]).set_index("image")
+    truth = read_mtl_annotations(root / TEST_LABELS)
+    sub = sub.loc[truth["image"]]
+    return p_mtl(truth[["valence", "arousal"]].to_numpy(), sub[["valence", "arousal"]].to_numpy(),
+                 truth["expression"].to_numpy(), sub["expression"].to_numpy(),
+                 truth[list(AU_NAMES)].to_numpy(), sub[list(AU_NAMES)].to_numpy(dtype=np.float64))
+
+
 # --------------------------------------------------------------------------- reference tables
 
 
@@ -547,20 +592,20 @@ def audio_summary(root: str | Path, table: pd.DataFrame, normalize: tuple["torch
     return torch.cat([windows.mean(dim=2), windows.std(dim=2)], dim=1)
 
 
-def audio_summaries(root: str | Path, train: pd.DataFrame, val: pd.DataFrame
-                    ) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """:func:`audio_summary` of the training and validation frames, both normalised with the
-    training split's band statistics: what the ``+ audio`` stage puts beside each frame's features."""
+def audio_summaries(root: str | Path, train: pd.DataFrame, *tables: pd.DataFrame) -> tuple["torch.Tensor", ...]:
+    """:func:`audio_summary` of the training frames and of each of ``tables`` (validation, test), all
+    normalised with the training split's band statistics: what the ``+ audio`` stage puts beside
+    each frame's features."""
     from .audio import audio_features, band_stats
 
     stats = band_stats(audio_features(root, train))
-    return audio_summary(root, train, stats), audio_summary(root, val, stats)
+    return tuple(audio_summary(root, table, stats) for table in (train, *tables))
 
 
 def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = None, seeds: Sequence[int] = (0,),
                  budget: Any = None, device: "torch.device | str | None" = None, audio: bool = True,
                  n_boot: int = 1000, level: float = 0.95, progress_bar: bool = False,
-                 on_row: Any = None, references: bool = True) -> AblationResult:
+                 on_row: Any = None, references: bool = True, test: bool = False) -> AblationResult:
     """Switch the course's components on one at a time, on the same data and budget, and score each.
 
     Configurations (:data:`ABLATION_STEPS`): ``baseline``, ``+ cross-attention``, ``+ AU-GCN``
@@ -582,6 +627,11 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     ``references=True`` adds two rows from :mod:`course_lib.baselines` before the oracle: HOG +
     linear models (no deep learning) and, on SynthAffWild, the reference of reading each frame's AU
     intensities exactly. ``on_row(row)`` is called as each configuration is measured.
+
+    ``test=True`` also predicts the frames of the test list (:data:`~course_lib.data.abaw.TEST_LIST`;
+    ``feats`` must then hold the ``"test"`` split) with every trained model, into
+    ``extra["test_predictions"][configuration]`` (one table per seed, labels missing). Nothing here
+    scores them: choose on validation, then score the chosen one with :func:`score_test`.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -602,21 +652,35 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     if feats is None:
         from .course_backbone import course_features
 
-        _, feats = course_features(root, mode, device=device, progress_bar=progress_bar)
+        _, feats = course_features(root, mode, device=device, progress_bar=progress_bar, test=test)
+    if test and "test" not in feats:
+        raise ValueError("test=True needs the test split's features: pass feats=course_features(root, mode, "
+                         "test=True)[1]")
     train = read_mtl_annotations(root / "training_set_annotations.txt")
     val = read_mtl_annotations(root / "validation_set_annotations.txt")
     train_set = CachedFrameDataset(feats["train"], train, what="tokens")
     train_plain = DataLoader(train_set, batch_size=256)
     val_loader = DataLoader(CachedFrameDataset(feats["validation"], val, what="tokens"), batch_size=256)
+    if test:
+        from .features import split_table
+
+        test_table = split_table(root, "test")
+        test_loader = DataLoader(CachedFrameDataset(feats["test"], test_table, what="tokens"), batch_size=256)
     names = [n for n in ABLATION_STEPS if audio or n != "+ audio"]
     preds: dict[str, list[pd.DataFrame]] = {n: [] for n in names}
     train_preds: dict[str, list[pd.DataFrame]] = {n: [] for n in names}
+    test_preds: dict[str, list[pd.DataFrame]] = {n: [] for n in names}
     seconds: dict[str, list[float]] = {n: [] for n in names}
     per_seed: list[dict[str, Any]] = []
 
-    def measured(name: str, seed: int, on_val: dict, on_train: dict, spent: float) -> None:
+    def predict_test(model: Any) -> dict | None:
+        return predict(model, test_loader, device=device) if test else None
+
+    def measured(name: str, seed: int, on_val: dict, on_train: dict, spent: float, on_test: dict | None) -> None:
         preds[name].append(predictions_table(on_val, val))
         train_preds[name].append(predictions_table(on_train, train))
+        if on_test is not None:
+            test_preds[name].append(predictions_table(on_test, test_table))
         seconds[name].append(spent)
         s = scores(preds[name][-1])
         per_seed.append({"configuration": name, "seed": seed, **{METRIC_LABELS[m]: s[m] for m in METRICS},
@@ -625,7 +689,7 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
             on_row(per_seed[-1])
 
     if audio:
-        audio_train, audio_val = audio_summaries(root, train, val)
+        audio_train, audio_val, *audio_test = audio_summaries(root, train, val, *([test_table] if test else []))
 
     for seed in seeds:
         config = ProgressiveConfig(**{**base.__dict__, "seed": int(seed)})
@@ -646,7 +710,7 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
                 loss_fn=weighted_loss(train), device=device, progress_bar=progress_bar)
             spent = time.perf_counter() - tick
             measured(name, seed, predict(model, val_loader, device=device),
-                     predict(model, train_plain, device=device), spent)
+                     predict(model, train_plain, device=device), spent, predict_test(model))
 
         tick = time.perf_counter()
         progressive = run_progressive(root, mode, config=ProgressiveConfig(**{**config.__dict__, "gcn": True}),
@@ -655,15 +719,19 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
         fusion = progressive.models["stage2"]
         spent12 = time.perf_counter() - tick
         measured("+ progressive fusion", seed, progressive.predictions["stage2"],
-                 predict(fusion, train_plain, device=device), spent12)
+                 predict(fusion, train_plain, device=device), spent12, predict_test(fusion))
         f_train, f_val = stage_features(fusion, train_plain, device), stage_features(fusion, val_loader, device)
-        variants = {"+ temporal": (f_train, f_val)}
+        f_test = stage_features(fusion, test_loader, device) if test else None
+        variants = {"+ temporal": (f_train, f_val, f_test)}
         if audio:
-            variants["+ audio"] = (torch.cat([f_train, audio_train], dim=1), torch.cat([f_val, audio_val], dim=1))
-        for name, (ft, fv) in variants.items():
+            variants["+ audio"] = (torch.cat([f_train, audio_train], dim=1), torch.cat([f_val, audio_val], dim=1),
+                                   torch.cat([f_test, audio_test[0]], dim=1) if test else None)
+        for name, (ft, fv, fte) in variants.items():
             tick = time.perf_counter()
-            out = temporal_stage(ft, fv, train, val, config, device, train_predictions=True)
-            measured(name, seed, out["validation"], out["train"], spent12 + time.perf_counter() - tick)
+            out = temporal_stage(ft, fv, train, val, config, device, train_predictions=True,
+                                 test=(fte, test_table) if test else None)
+            measured(name, seed, out["validation"], out["train"], spent12 + time.perf_counter() - tick,
+                     out.get("test"))
 
     rows = [_table_row(name, ABLATION_STEPS[name], preds[name], n_boot, level, float(np.mean(seconds[name])))
             for name in names]
@@ -671,12 +739,14 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
         from .multimodal import audiovisual_windows, train_audiovisual
 
         tick = time.perf_counter()
-        windows = audiovisual_windows(root, feats, train, val)
+        windows = audiovisual_windows(root, feats, train, val, test=test_table if test else None)
         epochs = base.stage1_epochs + base.stage2_epochs + base.stage3_epochs
         runs003 = [train_audiovisual(windows, train, seed=int(seed), epochs=epochs, lr=base.stage1_lr, dim=base.dim,
                                      device=device) for seed in seeds]
         preds[SEED003_ROW] = [predictions_table(r["predictions"], val) for r in runs003]
         train_preds[SEED003_ROW] = [predictions_table(r["train_predictions"], train) for r in runs003]
+        if test:
+            test_preds[SEED003_ROW] = [predictions_table(r["test_predictions"], test_table) for r in runs003]
         rows.append(_table_row(SEED003_ROW, "seed 003: visual features, a Transformer over 30 frames and the audio "
                                f"CNN, concatenated per frame ({epochs} epochs)", preds[SEED003_ROW], n_boot, level,
                                (time.perf_counter() - tick) / len(seeds)))
@@ -704,6 +774,8 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
                                n_boot, level, np.nan))
     extra = {"device": str(device), "seeds": list(seeds), "n_boot": n_boot, "level": level,
              "videos": int(val["video"].nunique()), "frames": len(val), "train_predictions": train_preds}
+    if test:
+        extra["test_predictions"] = test_preds
     return AblationResult(table=pd.DataFrame(rows), per_seed=pd.DataFrame(per_seed), predictions=preds,
                           budget=base, seconds=time.perf_counter() - start, extra=extra)
 
@@ -731,8 +803,7 @@ def format_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 __all__ = ["ABLATION_STEPS", "AU_PROB_COLUMNS", "AblationResult", "EXPR_PROB_COLUMNS", "METRICS", "METRIC_LABELS",
-           "SEED003_ROW",
-           "SUBMISSION_HEADER", "SubmissionError", "audio_summaries", "audio_summary", "bootstrap", "bootstrap_difference",
-           "floor_table", "format_intervals",
-           "oracle_table", "per_video_scores", "predictions_table", "read_submission", "resample_counts",
-           "run_ablation", "scores", "step_gains", "threshold_report", "tuned_thresholds", "write_submission"]
+           "SEED003_ROW", "SUBMISSION_HEADER", "SubmissionError", "audio_summaries", "audio_summary", "bootstrap",
+           "bootstrap_difference", "floor_table", "format_intervals", "label_test", "oracle_table", "per_video_scores",
+           "predictions_table", "read_submission", "resample_counts", "run_ablation", "score_submission", "scores",
+           "step_gains", "threshold_report", "tuned_thresholds", "write_submission"]

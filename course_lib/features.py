@@ -40,13 +40,27 @@ from torch.utils.data import DataLoader, Subset
 
 from .config import cache_dir, get_device
 from .files import atomic_write
-from .data.abaw import FrameDataset, FrameLabels, WindowedLabels, _checked_table, read_mtl_annotations
+from .data.abaw import (TEST_LIST, FrameDataset, FrameLabels, WindowedLabels, _checked_table, read_mtl_annotations,
+                        read_test_list)
 from .progress import progress
 
 What = Literal["tokens", "pooled", "both"]
 #: The annotation file of each split under a data root.
 SPLIT_FILES: dict[str, str] = {"train": "training_set_annotations.txt",
                                "validation": "validation_set_annotations.txt"}
+
+
+def split_table(root: str | os.PathLike, split: str) -> pd.DataFrame:
+    """The table of one split of ``root``: its annotation file, or for ``"test"`` the test list
+    (:data:`~course_lib.data.abaw.TEST_LIST`, every label missing)."""
+    root = Path(root)
+    if split == "test":
+        return read_test_list(root / TEST_LIST)
+    if split not in SPLIT_FILES:
+        raise ValueError(f"unknown split {split!r}: use one of {[*SPLIT_FILES, 'test']}")
+    return read_mtl_annotations(root / SPLIT_FILES[split])
+
+
 _DTYPES: dict[torch.dtype, np.dtype] = {torch.float16: np.dtype(np.float16), torch.float32: np.dtype(np.float32)}
 _PARTS = ("tokens", "pooled", "images", "meta", "ready")
 _SUFFIX = {"tokens": "_tokens.npy", "pooled": "_pooled.npy", "images": "_images.txt", "meta": "_meta.json",
@@ -345,20 +359,19 @@ def ensure_features(backbone: nn.Module, root: str | os.PathLike, *, backbone_fi
                     num_workers: int = 0, progress_bar: bool = True) -> dict[str, CachedFeatures]:
     """The cached features of each split of the data set in ``root``, extracting what is missing.
 
-    Reads each split's annotation file (``training_set_annotations.txt``,
-    ``validation_set_annotations.txt``) with :func:`~course_lib.data.abaw.read_mtl_annotations`
-    and keys the cache with :func:`feature_key` (``backbone_fingerprint``,
+    Reads each split's table with :func:`split_table` (the annotation files; ``"test"``: the
+    test list) and keys the cache with :func:`feature_key` (``backbone_fingerprint``,
     :func:`~course_lib.data.synth.dataset_fingerprint` of ``root``, ``image_size``); frames are
     resized to ``image_size``. Returns ``{split: CachedFeatures}``.
     """
     from .data.synth import dataset_fingerprint
 
     root = Path(root)
-    unknown = [s for s in splits if s not in SPLIT_FILES]
+    unknown = [s for s in splits if s not in (*SPLIT_FILES, "test")]
     if unknown:
-        raise ValueError(f"unknown split(s) {unknown}: use {sorted(SPLIT_FILES)}")
+        raise ValueError(f"unknown split(s) {unknown}: use {[*SPLIT_FILES, 'test']}")
     key = feature_key(backbone_fingerprint, dataset_fingerprint(root), image_size)
-    return {split: extract_features(backbone, read_mtl_annotations(root / SPLIT_FILES[split]), root, key=key,
+    return {split: extract_features(backbone, split_table(root, split), root, key=key,
                                     split=split, batch_size=batch_size, device=device, dtype=dtype,
                                     num_workers=num_workers, progress_bar=progress_bar, image_size=image_size)
             for split in splits}
@@ -449,4 +462,4 @@ class CachedWindowDataset(WindowedLabels):
 
 
 __all__ = ["CachedFeatures", "CachedFrameDataset", "CachedWindowDataset", "PRELOAD_LIMIT", "SPLIT_FILES", "describe",
-           "ensure_features", "extract_features", "feature_key"]
+           "ensure_features", "extract_features", "feature_key", "split_table"]

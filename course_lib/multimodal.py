@@ -24,13 +24,13 @@ INPUTS: tuple[str, ...] = ("visual", "audio", "valid")
 
 
 def audiovisual_windows(root: Path | str, feats: dict, train: pd.DataFrame, val: pd.DataFrame, *,
-                        window: int = 30) -> dict[str, AudioVisualWindowDataset]:
-    """Windows of ``window`` frames over both splits: each frame's pooled visual features (``feats``:
-    :func:`course_lib.course_backbone.course_features`) and its log-Mel window, standardised with the
-    training split's band statistics."""
-    audio = {"train": audio_features(root, train), "validation": audio_features(root, val)}
+                        window: int = 30, test: pd.DataFrame | None = None) -> dict[str, AudioVisualWindowDataset]:
+    """Windows of ``window`` frames over both splits (and ``test``, the test list's table, when given):
+    each frame's pooled visual features (``feats``: :func:`course_lib.course_backbone.course_features`)
+    and its log-Mel window, standardised with the training split's band statistics."""
+    tables = {"train": train, "validation": val, **({"test": test} if test is not None else {})}
+    audio = {split: audio_features(root, table) for split, table in tables.items()}
     mean, std = band_stats(audio["train"])
-    tables = {"train": train, "validation": val}
     return {split: AudioVisualWindowDataset(AudioVisualDataset(feats[split], None, tables[split]).visual,
                                             normalize_bands(audio[split], mean, std), tables[split], window=window)
             for split in tables}
@@ -41,7 +41,8 @@ def train_audiovisual(windows: dict[str, AudioVisualWindowDataset], train: pd.Da
                       device: torch.device | str = "cpu", **model_kwargs: Any) -> dict[str, Any]:
     """One :class:`AudioVisualTemporalModel` trained on the training windows with the course's
     weighted loss; returns ``{"model", "result", "predictions", "train_predictions"}`` (validation and
-    training frames, window predictions stitched back per frame)."""
+    training frames, window predictions stitched back per frame) and ``"test_predictions"`` when
+    ``windows`` has a ``"test"`` split."""
     torch.manual_seed(seed)
     model = AudioVisualTemporalModel(windows["train"].visual.shape[1], use_audio=use_audio, **model_kwargs)
     loader = DataLoader(windows["train"], batch_size=batch_size, shuffle=True, drop_last=True,
@@ -49,10 +50,14 @@ def train_audiovisual(windows: dict[str, AudioVisualWindowDataset], train: pd.Da
     val_loader = DataLoader(windows["validation"], batch_size=32)
     result = fit(model, loader, val_loader, config=TrainConfig(epochs=epochs, lr=lr, seed=seed),
                  loss_fn=weighted_loss(train), input_key=INPUTS, device=device, progress_bar=False)
-    return {"model": model, "result": result,
-            "predictions": predict(model, val_loader, input_key=INPUTS, device=device),
-            "train_predictions": predict(model, DataLoader(windows["train"], batch_size=32), input_key=INPUTS,
-                                         device=device)}
+    out = {"model": model, "result": result,
+           "predictions": predict(model, val_loader, input_key=INPUTS, device=device),
+           "train_predictions": predict(model, DataLoader(windows["train"], batch_size=32), input_key=INPUTS,
+                                        device=device)}
+    if "test" in windows:
+        out["test_predictions"] = predict(model, DataLoader(windows["test"], batch_size=32), input_key=INPUTS,
+                                          device=device)
+    return out
 
 
 __all__ = ["INPUTS", "audiovisual_windows", "train_audiovisual"]

@@ -182,7 +182,8 @@ def stage_features(model: FusionModel, loader, device: torch.device | str) -> to
 def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFrame", val: "pd.DataFrame",
                    config: ProgressiveConfig, device: torch.device | str, *, out_dir: Path | str | None = None,
                    progress_bar: bool = False, on_epoch: Callable[[str, dict], None] | None = None,
-                   train_predictions: bool = False) -> dict[str, Any]:
+                   train_predictions: bool = False,
+                   test: "tuple[torch.Tensor, pd.DataFrame] | None" = None) -> dict[str, Any]:
     """Stage 3 on any per-frame features (rows aligned with ``train`` / ``val``): one temporal model per task.
 
     The features are standardised with training statistics; each task gets a
@@ -191,15 +192,15 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFr
     that task's loss; its validation predictions are stitched back per frame and each task is
     taken from its own model. Returns ``{"validation": combined predictions, "per_task": {task:
     predictions}, "runs": {task: {"model", "result", "seconds", "kind", "window"}}}`` and, with
-    ``train_predictions``, ``"train"`` (the same on the training windows, e.g. to tune thresholds).
-    Used by :func:`run_progressive` and by the ablations of :mod:`course_lib.evaluate` (+ audio).
+    ``train_predictions``, ``"train"`` (the same on the training windows, e.g. to tune thresholds);
+    ``test=(features, table)`` adds ``"test"``, the same on the test list's frames. Used by :func:`run_progressive` and by the ablations of :mod:`course_lib.evaluate` (+ audio).
     """
     from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
 
     out_dir = Path(out_dir) if out_dir is not None else None
     mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
     f_train, f_val = (f_train - mean) / std, (f_val - mean) / std
-    per_task, on_train, runs = {}, {}, {}
+    per_task, on_train, on_test, runs = {}, {}, {}, {}
     for i, task in enumerate(TASKS):
         window = int(config.windows[task])
         stride = max(1, window // 2)
@@ -225,11 +226,17 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFr
         if train_predictions:
             on_train[task] = predict(model, DataLoader(tr, batch_size=64), input_key=("features", "valid"),
                                      device=device)
+        if test is not None:
+            te = FeatureWindowDataset((test[0] - mean) / std, test[1], window=window, stride=stride, pad=True)
+            on_test[task] = predict(model, DataLoader(te, batch_size=64), input_key=("features", "valid"),
+                                    device=device)
         runs[task] = {"model": model, "result": result, "seconds": time.perf_counter() - tick, "kind": kind,
                       "window": window}
     out = {"validation": per_task_predictions(per_task), "per_task": per_task, "runs": runs}
     if train_predictions:
         out["train"] = per_task_predictions(on_train)
+    if test is not None:
+        out["test"] = per_task_predictions(on_test)
     return out
 
 

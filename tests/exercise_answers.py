@@ -373,7 +373,43 @@ def _video_bootstrap_no_replacement(videos, rng):
     return np.concatenate([np.flatnonzero(videos == v) for v in names])
 
 
+def _capstone_data():
+    """A small SynthAffWild with a test split, the floor's submission (the score to beat) and the oracle's."""
+    import tempfile
+    from pathlib import Path
+
+    from course_lib import evaluate as ev
+    from course_lib.data import synth
+    from course_lib.data.abaw import TEST_LIST, read_mtl_annotations, read_test_list
+
+    if not _CAPSTONE:
+        root = synth.generate_dataset(Path(tempfile.mkdtemp()) / "data", n_videos=10, frames_per_video=40, seed=5,
+                                      test_videos=3, progress_bar=False)
+        listed = read_test_list(root / TEST_LIST)
+        train = read_mtl_annotations(root / "training_set_annotations.txt")
+        floor = ev.write_submission(ev.floor_table(train, listed), root.parent / "floor.txt")
+        oracle = ev.write_submission(ev.oracle_table(root, listed), root.parent / "oracle.txt")
+        lines = oracle.read_text().splitlines()
+        broken = root.parent / "broken.txt"
+        broken.write_text("\n".join(lines[:5] + lines[6:]) + "\n")  # one test image left out
+        _CAPSTONE.update(root=root, floor=floor, oracle=oracle, broken=broken,
+                         to_beat=ev.score_submission(floor, root)["total"])
+    return _CAPSTONE
+
+
+_CAPSTONE: dict = {}
+
+
+def _capstone(name):
+    def answer():
+        data = _capstone_data()
+        return dict(submission=data[name], root=data["root"], to_beat=data["to_beat"])
+    return answer
+
+
 ANSWERS.update({
+    "08.capstone": (_capstone("oracle"), [_capstone("floor"), _capstone("broken"),
+                                          lambda: dict(submission="predictions.txt")]),
     "08.f1_at": (_f1_at_right, [_f1_at_strict, _f1_at_nan,
                                 lambda t, p, th: float(np.mean(np.asarray(t).astype(bool) == (np.asarray(p) >= th)))]),
     "08.macro_f1": (_macro_right, [_macro_present_only, lambda t, p: float(np.mean(t == p))]),

@@ -614,3 +614,22 @@ def test_au_cooccurrence(stats_table):
             assert co.loc[given, present] == pytest.approx(row.get(present, 0)), (given, present)
     never = [au for au in AU_NAMES if au not in expected]
     assert co.loc[never].isna().all().all()
+
+
+def test_test_list_round_trip_and_errors_name_the_line(tmp_path):
+    from course_lib.data.abaw import TEST_LIST_HEADER, read_test_list, write_test_list
+
+    images = ["video5_1/00001.jpg", "video5_1/00002.jpg", "12/00010.jpg"]
+    path = write_test_list(images, tmp_path / "test_set_images.txt")
+    assert path.read_text().splitlines()[0] == TEST_LIST_HEADER
+    table = read_test_list(path)
+    assert table.image.tolist() == images and table.video.tolist() == ["video5_1", "video5_1", "12"]
+    assert table.frame.tolist() == [1, 2, 10] and list(table.columns) == list(TABLE_COLUMNS)
+    assert not table[["has_va", "has_expr", "has_au"]].to_numpy().any()
+    assert (table.valence == -5).all() and (table.expression == -1).all() and (table.AU12 == -1).all()
+    path.write_text(TEST_LIST_HEADER + "\n12/00001.jpg\n12/frame.png\n")
+    with pytest.raises(AnnotationError, match=r"line 3: expected an image name"):
+        read_test_list(path)
+    path.write_text(TEST_LIST_HEADER + "\n12/00001.jpg\n13/00001.jpg\n12/00001.jpg\n")
+    with pytest.raises(AnnotationError, match=r"line 4: image '12/00001.jpg' already listed on line 2"):
+        read_test_list(path)

@@ -237,6 +237,7 @@ def tiny(tmp_path_factory):
 
     from course_lib.course_backbone import course_features
     from course_lib.data import synth
+    from course_lib.data.abaw import TEST_LIST, read_mtl_annotations, write_test_list
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("evaluate")
@@ -244,8 +245,11 @@ def tiny(tmp_path_factory):
     try:
         root = synth.generate_dataset(base / "data", n_videos=8, frames_per_video=24, seed=3, audio=True,
                                       progress_bar=False)
-        _, feats = course_features(root, "smoke", device="cpu", progress_bar=False)
-        result = ev.run_ablation(root, "smoke", feats=feats, budget=TINY, device="cpu", n_boot=200)
+        # the test list names the validation frames: every model must then predict them as it did on validation
+        val_images = read_mtl_annotations(root / "validation_set_annotations.txt")["image"].tolist()
+        write_test_list(val_images, root / TEST_LIST)
+        _, feats = course_features(root, "smoke", device="cpu", progress_bar=False, test=True)
+        result = ev.run_ablation(root, "smoke", feats=feats, budget=TINY, device="cpu", n_boot=200, test=True)
     finally:
         del os.environ["COURSE_CACHE"]
     return root, feats, result
@@ -342,3 +346,42 @@ def test_ablation_temporal_row_is_run_progressive_stage3(tiny):
                                   read_mtl_annotations(root / "validation_set_annotations.txt"))
     np.testing.assert_allclose(ours[list(ev.PRED_COLUMNS)].to_numpy(float),
                                theirs[list(ev.PRED_COLUMNS)].to_numpy(float), atol=1e-6)
+
+
+def test_ablation_predicts_the_test_list_with_every_trained_model(tiny):
+    root, feats, result = tiny
+    tests = result.extra["test_predictions"]
+    assert set(tests) == set(result.predictions)  # every configuration, the 003 row included
+    for name, dfs in result.predictions.items():  # the test list is the validation frames here
+        mine = tests[name][0]
+        assert not mine[["has_va", "has_expr", "has_au"]].to_numpy().any(), name  # no labels reach the models
+        np.testing.assert_allclose(mine[list(ev.PRED_COLUMNS)].to_numpy(float),
+                                   dfs[0][list(ev.PRED_COLUMNS)].to_numpy(float), atol=1e-5, err_msg=name)
+    without = {k: v for k, v in feats.items() if k != "test"}
+    with pytest.raises(ValueError, match="test split's features"):
+        ev.run_ablation(root, "smoke", feats=without, budget=TINY, device="cpu", test=True)
+
+
+def test_label_test_scores_the_test_list_against_the_kept_labels(tmp_path):
+    from course_lib.data import synth
+    from course_lib.data.abaw import TEST_LABELS, TEST_LIST, read_mtl_annotations, read_test_list
+
+    root = synth.generate_dataset(tmp_path / "data", n_videos=10, frames_per_video=40, seed=5, test_videos=3,
+                                  progress_bar=False)
+    listed, truth = read_test_list(root / TEST_LIST), read_mtl_annotations(root / TEST_LABELS)
+    assert listed.image.tolist() == truth.image.tolist() and not listed.has_va.any()
+    people = set(listed.video)
+    assert people.isdisjoint(read_mtl_annotations(root / "training_set_annotations.txt").video)
+    assert people.isdisjoint(read_mtl_annotations(root / "validation_set_annotations.txt").video)
+    clean = synth.clean_labels(root, listed)  # the truth as predictions: the oracle's test score
+    n = len(listed)
+    perfect = {"index": np.arange(n)[::-1].copy(), "va_pred": clean["va"][::-1],
+               "expr_pred": np.eye(8)[clean["expr"]][::-1] * 10, "au_pred": clean["au"][::-1].astype(float)}
+    labelled = ev.label_test(ev.predictions_table(perfect, listed), root)
+    assert labelled.has_va.all() and labelled.image.tolist() == listed.image.tolist()
+    assert ev.scores(labelled)["total"] == pytest.approx(synth.oracle_scores(root, "test")["total"])
+    with pytest.raises(ValueError, match="distinct frames"):
+        ev.label_test(ev.predictions_table(perfect, listed).iloc[1:], root)
+    (root / TEST_LABELS).unlink()
+    with pytest.raises(FileNotFoundError, match="organisers score"):
+        ev.label_test(ev.predictions_table(perfect, listed), root)

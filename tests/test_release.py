@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from course_lib.data import synth
-from course_lib.data.abaw import frames_exist, read_mtl_annotations, read_per_task_annotations
-from course_lib.data.contents import folder_contents
+from course_lib.data.abaw import TEST_LABELS, TEST_LIST, frames_exist, read_mtl_annotations, read_per_task_annotations, read_test_list
+from course_lib.data.contents import PARTS, folder_contents
 from course_lib.data.release import export_release_layout, real_video_names
 from course_lib.features import SPLIT_FILES
 from course_lib.labels import AU_NAMES
@@ -22,7 +22,7 @@ LABELS = ["valence", "arousal", "expression", *AU_NAMES]
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     return synth.generate_dataset(tmp_path_factory.mktemp("release") / "synth", n_videos=6, frames_per_video=40,
-                                  seed=9, audio=True, progress_bar=False)
+                                  seed=9, audio=True, test_videos=2, progress_bar=False)
 
 
 def test_real_video_names_are_distinct_and_look_real():
@@ -35,7 +35,11 @@ def test_real_video_names_are_distinct_and_look_real():
 def test_release_copy_has_the_real_layout_and_nothing_else(source, tmp_path):
     copy = export_release_layout(source, tmp_path / "release", seed=1)
     root = copy.root
-    assert sorted(p.name for p in root.iterdir()) == ["cropped_aligned", *sorted(SPLIT_FILES.values())]
+    assert sorted(p.name for p in root.iterdir()) == sorted(["cropped_aligned", *SPLIT_FILES.values(), TEST_LIST])
+    listed = read_test_list(root / TEST_LIST)  # the test images without their labels, gaps and names as the rest
+    assert frames_exist(listed, root).all() and not listed.has_va.any()
+    assert len(listed) == len(read_test_list(source / TEST_LIST)) - copy.dropped["test"]
+    assert set(listed.video) == {copy.names[v] for v in read_test_list(source / TEST_LIST).video.unique()}
     assert all(NAME.match(n) for n in copy.names.values())
     assert sorted(p.name for p in (root / "cropped_aligned").iterdir()) == sorted(copy.names.values())
     for split, name in SPLIT_FILES.items():
@@ -81,13 +85,18 @@ def test_folder_contents_says_what_a_release_lacks_in_one_line(source, tmp_path,
     copy = export_release_layout(source, tmp_path / "release", seed=4)
     real = folder_contents(copy.root)
     assert not (real.synthetic or real.ground_truth or real.audio or real.metadata)
-    assert sorted(real.videos) == sorted(copy.names.values())
+    test_videos = set(read_test_list(source / TEST_LIST).video)
+    assert sorted(real.videos) == sorted(new for old, new in copy.names.items() if old not in test_videos)
+    assert full.test_list and full.test_labels and real.test_list and not real.test_labels
+    assert not real.offers("test_labels", "the test score")
+    assert "organisers keep the test labels" in capsys.readouterr().out
     assert not real.offers("audio", "the '+ audio' step")
     line = capsys.readouterr().out
     assert line.count("\n") == 1 and line.startswith("skipped: the '+ audio' step.")
     assert "audio/<video>.wav" in line and "ffmpeg" in line and "static frame subset" in line
     assert not real.offers("ground_truth", "the oracle reference")
     assert "ground_truth/<video>.npz" in capsys.readouterr().out
+    assert PARTS["test_list"][0] == TEST_LIST and PARTS["test_labels"][0] == TEST_LABELS
     with pytest.raises(KeyError, match="unknown part"):
         real.offers("videos", "anything")
 

@@ -84,8 +84,8 @@ def test_every_au_active_in_each_split():
     from course_lib.data.face import AU_THRESHOLD
 
     for seed in range(6):
-        plans = synth.plan_dataset(32, 45, seed=seed)
-        for split in ("train", "validation"):
+        plans = synth.plan_dataset(32, 45, seed=seed, test_videos=6)
+        for split in ("train", "validation", "test"):
             intensity = np.concatenate([p.au_intensity for p in plans if p.split == split])
             active = (intensity >= AU_THRESHOLD).any(axis=0)
             assert active.all(), (seed, split, [a for a, on in zip(AU_NAMES, active) if not on])
@@ -219,3 +219,20 @@ def test_ensure_course_data_prefers_a_real_copy(tmp_path, monkeypatch):
     (tmp_path / "training_set_annotations.txt").write_text("image,valence\n")
     assert synth.ensure_course_data("smoke") == tmp_path.resolve()
     assert synth.dataset_fingerprint(tmp_path) != synth.dataset_fingerprint(tmp_path / "nothing")
+
+
+def test_test_videos_are_new_people_and_leave_training_and_validation_unchanged():
+    without = synth.plan_dataset(32, 45, seed=2)
+    plans = synth.plan_dataset(32, 45, seed=2, test_videos=6)
+    assert [p.split for p in plans] == [p.split for p in without] + ["test"] * 6
+    for a, b in zip(without, plans):  # the test split draws from its own streams
+        assert a.name == b.name and a.identity == b.identity
+        np.testing.assert_array_equal(a.au_intensity, b.au_intensity)
+        for key in a.annotations:
+            np.testing.assert_array_equal(a.annotations[key], b.annotations[key])
+    test = plans[32:]
+    assert len({p.name for p in plans}) == 38
+    assert all(t.identity != p.identity for t in test for p in without)
+    assert "test_videos" not in synth._config(32, 45, 112, 2, False, 0.2)  # old data sets keep their settings
+    labelled = np.concatenate([p.annotations["expr"] for p in test])
+    assert set(labelled[labelled >= 0]) == set(range(len(EXPR_NAMES)))  # every class in the test split too

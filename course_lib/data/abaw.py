@@ -18,6 +18,7 @@ import csv
 import errno
 import io
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -58,6 +59,13 @@ TASK_COLUMNS: dict[str, tuple[str, ...]] = {"au": AU_NAMES, "expr": ("expression
 SPLIT_FOLDERS: dict[str, str] = {"train": "Train_Set", "validation": "Validation_Set"}
 #: The folder under the data root that holds ``<video>/<NNNNN>.jpg``.
 FRAMES_FOLDER = "cropped_aligned"
+#: The test split as the challenge hands it out: a list of image names, no labels. Its header is
+#: the submission's (ABAW_FACTS.md: "Submission/test-list header").
+TEST_LIST = "test_set_images.txt"
+TEST_LIST_HEADER = "image,valence,arousal,expression,aus"
+#: The test labels, which the organisers keep: SynthAffWild stores them apart, so that a lesson
+#: scores the test split once, the way the organisers score a submission.
+TEST_LABELS = "test_labels/test_set_annotations.txt"
 
 _IMAGE_PATTERN = r"^([^/,\s]+)/(\d+)\.jpg$"
 _MISSING = {"valence": MISSING_VA, "arousal": MISSING_VA, "expression": MISSING_EXPR,
@@ -334,6 +342,37 @@ def read_per_task_annotations(root: str | os.PathLike, split: str) -> pd.DataFra
     video = merged["video"].astype(object).astype(str)
     image = video + "/" + merged["frame"].map("{:05d}.jpg".format)
     return _make_table(image, video, merged["frame"].to_numpy(np.int64), merged)
+
+
+def read_test_list(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a test list (:data:`TEST_LIST`): a header line, then one image name ``<video>/<digits>.jpg`` per line.
+
+    Returns a table with the columns of :data:`TABLE_COLUMNS` whose labels are all missing, so
+    that the datasets and :func:`course_lib.train.predict` take it like an annotation table. A
+    malformed or repeated name raises :class:`AnnotationError` naming the file and the line.
+    """
+    path = Path(path)
+    _, lines = _read_lines(path)
+    pattern, seen = re.compile(_IMAGE_PATTERN), {}
+    for number, line in enumerate(lines, start=2):
+        name = line.strip().split(",")[0] if line.strip() else ""
+        if not pattern.match(name):
+            raise AnnotationError(path, number, f"expected an image name <video>/<digits>.jpg, got {line.strip()!r}")
+        if name in seen:
+            raise AnnotationError(path, number, f"image {name!r} already listed on line {seen[name]}")
+        seen[name] = number
+    images = list(seen)
+    parts = [name.rpartition("/") for name in images]
+    labels = pd.DataFrame({c: np.full(len(images), _MISSING[c], dtype=np.float64) for c in LABEL_COLUMNS})
+    return _make_table(images, [p[0] for p in parts],
+                       np.fromiter((int(p[2][:-4]) for p in parts), np.int64, len(parts)), labels)
+
+
+def write_test_list(images: Sequence[str], path: str | os.PathLike) -> Path:
+    """Write a test list (header :data:`TEST_LIST_HEADER`, one image name per line), atomically."""
+    path = Path(path)
+    atomic_write(path, TEST_LIST_HEADER + "\n" + "".join(f"{name}\n" for name in images), durable=True)
+    return path
 
 
 def _format_floats(values: np.ndarray) -> np.ndarray:

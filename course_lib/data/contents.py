@@ -2,9 +2,11 @@
 
 Taught in ``01_data``. SynthAffWild writes four things: the frames, the two annotation files,
 the generator's clean labels (``ground_truth/``, with every AU's image region) and a voice
-(``audio/``), plus ``metadata.json``. A licence holder's s-Aff-Wild2 folder holds only the first
-two: its labels are the annotators', it has no clean truth, and it has no sound (s-Aff-Wild2 is
-a static frame subset of Aff-Wild2; the audio entries used the full Aff-Wild2 videos). Notebooks
+(``audio/``), plus ``metadata.json`` and a test split (its image list, and apart its labels, which
+only ``08_evaluation``'s final score reads). A licence holder's s-Aff-Wild2 folder holds the
+frames and the annotation files, perhaps the test list: its labels are the annotators', it has
+no clean truth, and it has no sound (s-Aff-Wild2 is a static frame subset of Aff-Wild2; the audio
+entries used the full Aff-Wild2 videos). Notebooks
 ask :meth:`FolderContents.offers` before a step that needs more than the frames and labels;
 when the folder lacks it, that prints what is skipped, why, and what would make it run.
 """
@@ -24,6 +26,10 @@ PARTS: dict[str, tuple[str, str]] = {
               "s-Aff-Wild2 is a static frame subset of Aff-Wild2 without sound; extract each video's track from "
               "the Aff-Wild2 videos: ffmpeg -i <video>.mp4 -ac 1 -ar 16000 -sample_fmt s16 audio/<video>.wav"),
     "metadata": ("metadata.json", "only SynthAffWild records how it was generated (frame rate, splits, settings)"),
+    "test_list": ("test_set_images.txt", "the challenge hands out the list of test images with the test videos; "
+                  "put it there as test_set_images.txt (header, then one <video>/<frame>.jpg per line)"),
+    "test_labels": ("test_labels/test_set_annotations.txt", "the organisers keep the test labels and score "
+                    "submissions themselves; only SynthAffWild stores them, apart, for one final score"),
 }
 
 
@@ -36,6 +42,8 @@ class FolderContents:
     ground_truth: bool
     metadata: bool
     missing_audio: int = 0  # videos without a WAV
+    test_list: bool = False
+    test_labels: bool = False
 
     @property
     def audio(self) -> bool:
@@ -64,7 +72,7 @@ class FolderContents:
 def folder_contents(root: Path | str) -> FolderContents:
     """Look at ``root`` (a SynthAffWild or a real-release folder) and say which parts it has."""
     from ..features import SPLIT_FILES
-    from .abaw import read_mtl_annotations
+    from .abaw import TEST_LABELS, TEST_LIST, read_mtl_annotations
 
     root = Path(root)
     videos: list[str] = []
@@ -77,7 +85,8 @@ def folder_contents(root: Path | str) -> FolderContents:
     truth = all((root / "ground_truth" / f"{v}.npz").exists() for v in videos)
     wavs = sum((root / "audio" / f"{v}.wav").exists() for v in videos)
     return FolderContents(root=root, videos=tuple(videos), ground_truth=truth,
-                          metadata=(root / "metadata.json").exists(), missing_audio=len(videos) - wavs)
+                          metadata=(root / "metadata.json").exists(), missing_audio=len(videos) - wavs,
+                          test_list=(root / TEST_LIST).exists(), test_labels=(root / TEST_LABELS).exists())
 
 
 __all__ = ["PARTS", "FolderContents", "folder_contents"]

@@ -23,8 +23,8 @@ import pandas as pd
 
 from ..features import SPLIT_FILES
 from ..labels import AU_NAMES, EXPR_NAMES
-from .abaw import (FRAMES_FOLDER, SPLIT_FOLDERS, TASK_COLUMNS, TASK_FOLDERS, read_mtl_annotations,
-                   write_mtl_annotations)
+from .abaw import (FRAMES_FOLDER, SPLIT_FOLDERS, TASK_COLUMNS, TASK_FOLDERS, TEST_LIST, read_mtl_annotations,
+                   read_test_list, write_mtl_annotations, write_test_list)
 
 #: Task folders the per-task export writes (the newer EXPR name).
 _PER_TASK_FOLDER = {task: names[0] for task, names in TASK_FOLDERS.items()}
@@ -85,9 +85,9 @@ def export_release_layout(source: Path | str, target: Path | str, *, seed: int =
 
     Videos are renamed (:func:`real_video_names`, ``seed``); in each video, runs of up to
     ``max_run`` frames (about ``drop_rate`` of its frames) are dropped, frame numbers kept, as
-    where face detection failed. Nothing else is copied: no metadata, ground truth or audio.
+    where face detection failed. Nothing else is copied: no metadata, ground truth, audio or test labels.
     ``per_task=False``: ``cropped_aligned/`` and the two multi-task annotation files (the
-    s-Aff-Wild2 layout). ``per_task=True``: ``cropped_aligned/`` and ``<Task>_Challenge/
+    s-Aff-Wild2 layout), and the test list with its frames when ``source`` has one. ``per_task=True``: ``cropped_aligned/`` and ``<Task>_Challenge/
     {Train_Set,Validation_Set}/<video>.txt`` (the per-task Aff-Wild2 layout), whose label files
     list every frame of the video, dropped ones included (their images are missing, as in the
     real release). ``link``: hard-link the images where the file system allows (else copy).
@@ -100,6 +100,8 @@ def export_release_layout(source: Path | str, target: Path | str, *, seed: int =
               if (source / name).exists()}
     if not tables:
         raise FileNotFoundError(f"{source} has neither {SPLIT_FILES['train']} nor {SPLIT_FILES['validation']}")
+    if not per_task and (source / TEST_LIST).exists():  # the challenge hands out the test images, not their labels
+        tables["test"] = read_test_list(source / TEST_LIST)
     videos = list(dict.fromkeys(v for t in tables.values() for v in t["video"]))
     names = dict(zip(videos, real_video_names(len(videos), seed)))
     rng = np.random.default_rng(seed + 1)
@@ -117,7 +119,9 @@ def export_release_layout(source: Path | str, target: Path | str, *, seed: int =
         renamed["image"] = renamed["video"] + "/" + renamed["frame"].map("{:05d}.jpg".format)
         for old, new in zip(table["image"][keep], renamed["image"][keep]):
             _place(source / FRAMES_FOLDER / old, tmp / FRAMES_FOLDER / new, link)
-        if per_task:
+        if split == "test":
+            write_test_list(renamed["image"][keep].tolist(), tmp / TEST_LIST)
+        elif per_task:
             _write_per_task(renamed, tmp, split)
         else:
             write_mtl_annotations(renamed[keep], tmp / SPLIT_FILES[split])

@@ -89,8 +89,8 @@ MISSING_RATES: dict[str, dict[str, float]] = {
 
 #: Dataset sizes used by the course in each mode.
 COURSE_SIZES: dict[str, dict[str, int]] = {
-    "smoke": {"n_videos": 32, "frames_per_video": 45},  # many identities: models must generalise across people
-    "full": {"n_videos": 80, "frames_per_video": 300},
+    "smoke": {"n_videos": 32, "frames_per_video": 45, "test_videos": 6},  # many identities: models must generalise
+    "full": {"n_videos": 80, "frames_per_video": 300, "test_videos": 16},
 }
 
 
@@ -180,17 +180,18 @@ def _envelope(n_frames: int, slot: tuple[int, int, int, int], rng: np.random.Gen
     return env
 
 
-def _assign_classes(slots_per_video: list[list], splits: list[str], rng: np.random.Generator) -> list[list[str]]:
-    """Draw episode classes like the real balance, but make every class occur in each split.
+def _assign_classes(slots_per_video: list[list], splits: list[str], rng: np.random.Generator,
+                    cover: tuple[str, ...] = ("train", "validation")) -> list[list[str]]:
+    """Draw episode classes like the real balance, but make every class occur in each split of ``cover``.
 
-    Training always gets one episode of each class; validation too when it has enough
+    Training always gets one episode of each class; validation (and test) too when it has enough
     episodes (macro F1 counts a class missing from the truth as 0, even for a perfect model).
     """
     names = list(EPISODE_SHARE)
     p = np.array(list(EPISODE_SHARE.values()), dtype=np.float64)
     p /= p.sum()
     classes = [[names[i] for i in rng.choice(len(names), size=len(slots), p=p)] for slots in slots_per_video]
-    for split in ("train", "validation"):
+    for split in cover:
         split_slots = [(v, k) for v, slots in enumerate(slots_per_video) if splits[v] == split
                        for k in range(len(slots))]
         order = rng.permutation(len(split_slots))
@@ -369,7 +370,7 @@ def _ensure_au_coverage(plans: list[VideoPlan], seed: int) -> None:
     switched on (AU23 often, in a small set) gets one short activation of its own in one of the
     split's videos, as real faces show AUs outside prototypical expressions too. Splits that
     already show every AU are left untouched."""
-    for s_index, split in enumerate(("train", "validation")):
+    for s_index, split in enumerate(("train", "validation", "test")):
         members = [p for p in plans if p.split == split]
         for k in range(len(AU_NAMES)):
             if not members or any(np.any(p.au_intensity[:, k] >= AU_THRESHOLD) for p in members):
@@ -384,7 +385,7 @@ def _ensure_au_coverage(plans: list[VideoPlan], seed: int) -> None:
 
 def _ensure_expr_coverage(plans: list[VideoPlan]) -> None:
     """Keep at least one labelled frame of every class in each split (unmask where needed)."""
-    for split in ("train", "validation"):
+    for split in ("train", "validation", "test"):
         members = [p for p in plans if p.split == split]
         for cid in range(len(EXPR_NAMES)):
             if any(np.any(p.annotations["expr"] == cid) for p in members):
@@ -477,20 +478,30 @@ def video_names(n_videos: int) -> list[str]:
     return [f"{100 + i}" if i % 4 else f"video{100 + i}_1" for i in range(n_videos)]
 
 
-def _config(n_videos, frames_per_video, image_size, seed, audio, val_fraction) -> dict:
-    return {"generator": GENERATOR, "version": VERSION, "n_videos": int(n_videos),
-            "frames_per_video": int(frames_per_video), "image_size": int(image_size), "seed": int(seed),
-            "audio": bool(audio), "val_fraction": float(val_fraction), "fps": FPS,
-            "sample_rate": SAMPLE_RATE, "au_threshold": AU_THRESHOLD, "missing": MISSING_RATES}
+def _config(n_videos, frames_per_video, image_size, seed, audio, val_fraction, test_videos=0) -> dict:
+    config = {"generator": GENERATOR, "version": VERSION, "n_videos": int(n_videos),
+              "frames_per_video": int(frames_per_video), "image_size": int(image_size), "seed": int(seed),
+              "audio": bool(audio), "val_fraction": float(val_fraction), "fps": FPS,
+              "sample_rate": SAMPLE_RATE, "au_threshold": AU_THRESHOLD, "missing": MISSING_RATES}
+    if test_videos:  # only then: a data set made without a test split keeps its settings (and caches)
+        config["test_videos"] = int(test_videos)
+    return config
 
 
 def plan_dataset(n_videos: int, frames_per_video: int, *, seed: int = 0, audio: bool = False,
-                 val_fraction: float = 0.2) -> list[VideoPlan]:
-    """Plan every video (labels, annotations, nuisances) without drawing anything."""
+                 val_fraction: float = 0.2, test_videos: int = 0) -> list[VideoPlan]:
+    """Plan every video (labels, annotations, nuisances) without drawing anything.
+
+    ``n_videos`` are split into training and validation (``val_fraction``); ``test_videos`` more
+    videos, of people seen in neither, form the test split. The test videos draw from their own
+    random streams, so the training and validation videos are the same with or without them.
+    """
     if n_videos < 2 or frames_per_video < 20:
         raise ValueError(f"need at least 2 videos of 20 frames, got {n_videos} x {frames_per_video}")
+    if test_videos < 0:
+        raise ValueError(f"test_videos must be 0 or more, got {test_videos}")
     root_rng = np.random.default_rng([seed, 0])
-    names = video_names(n_videos)
+    names = video_names(n_videos + test_videos)
     n_val = max(1, int(round(n_videos * val_fraction)))
     order = root_rng.permutation(n_videos)
     splits = ["train"] * n_videos
@@ -506,9 +517,17 @@ def plan_dataset(n_videos: int, frames_per_video: int, *, seed: int = 0, audio: 
     classes = _assign_classes(slots, splits, root_rng)
     plans = [plan_video(names[v], splits[v], v, classes[v], slots[v], rngs[v], frames_per_video, audio=audio)
              for v in range(n_videos)]
+    if test_videos:  # new people: each video draws its own identity from its own stream
+        test_rngs = [np.random.default_rng([seed, 1, v]) for v in range(n_videos, n_videos + test_videos)]
+        test_slots = [_episode_slots(rng, frames_per_video) for rng in test_rngs]
+        test_classes = _assign_classes(test_slots, ["test"] * test_videos, np.random.default_rng([seed, 4]),
+                                       cover=("test",))
+        plans += [plan_video(names[v], "test", v, test_classes[i], test_slots[i], test_rngs[i], frames_per_video,
+                             audio=audio) for i, v in enumerate(range(n_videos, n_videos + test_videos))]
     _ensure_au_coverage(plans, seed)
-    for v, plan in enumerate(plans):
-        plan.annotations = annotate(plan, np.random.default_rng([seed, 2, v]), MISSING_RATES[splits[v]])
+    for v, plan in enumerate(plans):  # the test split is annotated like validation
+        rates = MISSING_RATES["validation" if plan.split == "test" else plan.split]
+        plan.annotations = annotate(plan, np.random.default_rng([seed, 2, v]), rates)
     _ensure_expr_coverage(plans)
     return plans
 
@@ -529,19 +548,23 @@ def _annotation_table(plans: list[VideoPlan]):
 
 
 def generate_dataset(root: Path | str, *, n_videos: int, frames_per_video: int, image_size: int = 112,
-                     seed: int = 0, audio: bool = False, val_fraction: float = 0.2, workers: int | None = None,
-                     overwrite: bool = False, progress_bar: bool = True) -> Path:
+                     seed: int = 0, audio: bool = False, val_fraction: float = 0.2, test_videos: int = 0,
+                     workers: int | None = None, overwrite: bool = False, progress_bar: bool = True) -> Path:
     """Generate SynthAffWild into ``root`` in the s-Aff-Wild2 layout; returns ``root``.
+
+    With ``test_videos``, a test split of new people as the challenge hands it out: the list of its
+    images (:data:`~course_lib.data.abaw.TEST_LIST`) and, apart, its labels
+    (:data:`~course_lib.data.abaw.TEST_LABELS`), which only the final score may read.
 
     Reuses a complete data set with the same settings, resumes an interrupted one (finished
     videos are kept), and refuses to replace a different one unless ``overwrite=True``.
     ``workers`` processes render videos in parallel (default: one per core, one if small).
     """
     from ..progress import progress
-    from .abaw import write_mtl_annotations
+    from .abaw import TEST_LABELS, TEST_LIST, write_mtl_annotations, write_test_list
 
     root = Path(root)
-    config = _config(n_videos, frames_per_video, image_size, seed, audio, val_fraction)
+    config = _config(n_videos, frames_per_video, image_size, seed, audio, val_fraction, test_videos)
     meta_path, partial_path = root / "metadata.json", root / ".generating.json"
     if meta_path.exists():
         existing = json.loads(meta_path.read_text())
@@ -552,20 +575,21 @@ def generate_dataset(root: Path | str, *, n_videos: int, frames_per_video: int, 
             raise FileExistsError(f"{root} holds a different data set (differs in {', '.join(diff)}): "
                                   "pass overwrite=True or choose another folder")
     if overwrite or (partial_path.exists() and json.loads(partial_path.read_text()) != config):
-        for sub in ("cropped_aligned", "ground_truth", "audio"):
+        for sub in ("cropped_aligned", "ground_truth", "audio", Path(TEST_LABELS).parent):
             shutil.rmtree(root / sub, ignore_errors=True)
-        for f in ("training_set_annotations.txt", "validation_set_annotations.txt", "metadata.json"):
+        for f in ("training_set_annotations.txt", "validation_set_annotations.txt", TEST_LIST, "metadata.json"):
             (root / f).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(partial_path, json.dumps(config).encode())
-    plans = plan_dataset(n_videos, frames_per_video, seed=seed, audio=audio, val_fraction=val_fraction)
+    plans = plan_dataset(n_videos, frames_per_video, seed=seed, audio=audio, val_fraction=val_fraction,
+                         test_videos=test_videos)
 
     def done(p: VideoPlan) -> bool:
         return ((root / "cropped_aligned" / p.name).is_dir() and (root / "ground_truth" / f"{p.name}.npz").exists()
                 and (not audio or (root / "audio" / f"{p.name}.wav").exists()))
 
     todo = [p for p in plans if not done(p)]
-    total_frames = n_videos * frames_per_video
+    total_frames = (n_videos + test_videos) * frames_per_video
     if workers is None:
         workers = 1 if total_frames < 1500 else min(os.cpu_count() or 1, len(todo))
     bar = progress(total=sum(p.n_frames for p in todo), desc="rendering frames", unit="frame",
@@ -585,9 +609,13 @@ def generate_dataset(root: Path | str, *, n_videos: int, frames_per_video: int, 
     split = table["video"].map({p.name: p.split for p in plans})
     write_mtl_annotations(table[split == "train"], root / "training_set_annotations.txt")
     write_mtl_annotations(table[split == "validation"], root / "validation_set_annotations.txt")
+    if test_videos:
+        (root / TEST_LABELS).parent.mkdir(exist_ok=True)
+        write_mtl_annotations(table[split == "test"], root / TEST_LABELS)
+        write_test_list(table.loc[split == "test", "image"].tolist(), root / TEST_LIST)
+    written = ("train", "validation", "test") if test_videos else ("train", "validation")
     metadata = {"config": config, "fps": FPS, "sample_rate": SAMPLE_RATE if audio else None,
-                "image_size": image_size, "splits": {s: [p.name for p in plans if p.split == s]
-                                                     for s in ("train", "validation")},
+                "image_size": image_size, "splits": {s: [p.name for p in plans if p.split == s] for s in written},
                 "frames": {p.name: p.n_frames for p in plans}}
     atomic_write(meta_path, json.dumps(metadata, indent=1).encode())
     partial_path.unlink(missing_ok=True)
@@ -654,9 +682,10 @@ def oracle_scores(root: Path | str, split: str = "validation") -> dict:
     thresholds, which a prediction can do better than the truth; ``01_data`` tests it for VA).
     """
     from ..metrics import p_mtl
-    from .abaw import read_mtl_annotations
+    from .abaw import TEST_LABELS, read_mtl_annotations
 
-    name = {"train": "training_set_annotations.txt", "validation": "validation_set_annotations.txt"}[split]
+    name = {"train": "training_set_annotations.txt", "validation": "validation_set_annotations.txt",
+            "test": TEST_LABELS}[split]
     table = read_mtl_annotations(Path(root) / name)
     clean = clean_labels(root, table)
     return p_mtl(table[["valence", "arousal"]].to_numpy(), clean["va"], table["expression"].to_numpy(),

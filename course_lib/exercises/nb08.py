@@ -1,10 +1,11 @@
-"""Checkers for ``08_evaluation``: F1 at a threshold, macro F1 over all classes, video-level bootstrap."""
+"""Checkers for ``08_evaluation``: F1 at a threshold, macro F1 over all classes, video-level bootstrap, and the
+capstone (a test submission that beats the course's, scored once)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import Mismatch, call_answer, exercise
+from . import Mismatch, NotAttempted, call_answer, exercise
 
 
 def _f1(truth: np.ndarray, decision: np.ndarray) -> float:
@@ -104,3 +105,32 @@ def check_video_bootstrap(fn) -> str:
                        "(some twice, some not at all), otherwise there is no spread to measure.")
     return ("Right: whole videos drawn with replacement. Each resample keeps the correlation inside a video, so the "
             "interval reflects how many independent videos the score rests on.")
+
+
+@exercise("08.capstone", "Beat the course's test score, every choice made on validation")
+def check_capstone(answer) -> str:
+    """``answer``: ``dict(submission=<your test predictions file>, root=<the data>, to_beat=<the course's test
+    P_MTL>)``, or a function returning it; ``submission=None`` means not attempted yet."""
+    from ..evaluate import SubmissionError, score_submission
+
+    if callable(answer):
+        answer = call_answer(answer)
+    if not isinstance(answer, dict) or not {"submission", "root", "to_beat"} <= set(answer):
+        raise Mismatch("give dict(submission=..., root=..., to_beat=...): your file, the data folder and the "
+                       "course's test P_MTL.")
+    if answer["submission"] is None:
+        raise NotAttempted
+    try:
+        got = score_submission(answer["submission"], answer["root"])
+    except SubmissionError as error:
+        raise Mismatch(f"the organisers would reject this file: {error}") from None
+    except FileNotFoundError as error:
+        raise Mismatch(str(error)) from None
+    mine, theirs = float(got["total"]), float(answer["to_beat"])
+    parts = f"VA {got['va']:.3f}, EXPR {got['expr']:.3f}, AU {got['au']:.3f}"
+    if mine <= theirs:
+        raise Mismatch(f"test P_MTL {mine:.3f} ({parts}) does not beat the course's {theirs:.3f}. Do not tune on "
+                       "this number (each look makes the test set a little more a validation set): go back to "
+                       "validation, change one thing, and submit again only when validation says it helps.")
+    return (f"test P_MTL {mine:.3f} ({parts}) beats the course's {theirs:.3f} by {mine - theirs:+.3f}. Report it "
+            "once, next to the validation score that chose it.")
