@@ -17,12 +17,13 @@ $(error unknown MODE '$(MODE)': use MODE=auto (full on a CUDA GPU, smoke otherwi
 endif
 endif
 
-.PHONY: help course test test-release lab slides venv clean
+.PHONY: help course test test-release test-scale lab slides venv clean
 
 help:
 	@echo "make course   run the whole course: data, every notebook (papermill), slides, HTML pages; MODE=auto|smoke|full"
 	@echo "make test     unit, notebook, hygiene and browser tests (browser tests need chromium)"
 	@echo "make test-release  every notebook on a copy laid out like the real s-Aff-Wild2 release"
+	@echo "make test-scale    every notebook in full mode at a small scale (COURSE_SCALE, default 0.05) on a CPU"
 	@echo "make lab      JupyterLab in the course environment"
 	@echo "make slides   build the slide decks into build/slides/"
 	@echo "make clean    remove build/ (keeps .venv and data/)"
@@ -45,6 +46,9 @@ test: $(STAMP)
 
 test-release: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest -m release $(PYTEST_ARGS)
+
+test-scale: $(STAMP)
+	@HF_HUB_OFFLINE=1 $(PY) -m pytest -m scale $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	@$(VENV)/bin/jupyter lab --notebook-dir=notebooks

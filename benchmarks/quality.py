@@ -69,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-audio", action="store_true", help="leave out the audio branch (and the audio files)")
     parser.add_argument("--from-scratch", action="store_true",
                         help="train the backbone on this data's training split instead of the pretrained one")
+    parser.add_argument("--videos", type=int, default=None, help="number of videos (default: the mode's)")
+    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the mode's)")
     parser.add_argument("--root", type=Path, default=None,
                         help="where to generate the data (default: <cache>/benchmarks/quality-<mode>-seed<S>)")
     args = parser.parse_args(argv)
 
     import torch
 
-    from course_lib.config import cache_dir, get_device, seed_everything
+    from course_lib.config import cache_dir, get_device, mode_settings, seed_everything
     from course_lib.course_backbone import course_backbone
     from course_lib.data.abaw import read_mtl_annotations
     from course_lib.baselines import hog_baseline, reading_ceiling
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib.models.backbones import COURSE_FACE_WEIGHTS
     from course_lib.progressive import progressive_config, run_progressive
 
-    settings = SETTINGS[args.mode]
+    settings = dict(mode_settings(SETTINGS, args.mode))  # full mode shrinks with COURSE_SCALE
+    sizes = {"n_videos": args.videos, "frames_per_video": args.frames}
+    settings["data"] = {**settings["data"], **{k: v for k, v in sizes.items() if v is not None}}
     device = get_device()
     seed_everything(args.seed)
     start = time.perf_counter()

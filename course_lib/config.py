@@ -7,6 +7,8 @@ command line and CI agree on the mode, the data folder and whether the network m
 Environment variables (all optional):
 
 ``COURSE_SMOKE``    ``1`` forces smoke mode, ``0`` forces full mode (overrides ``SMOKE``).
+``COURSE_SCALE``    a share in (0, 1]: full mode's code paths with every size shrunk to it
+                    (never below the smoke size), e.g. ``0.05`` on a CPU; default 1.
 ``COURSE_DATA``     the data folder (default: ``data/`` at the repository root).
 ``COURSE_CACHE``    the artifact cache (default: ``<data>/cache``): checkpoints, features.
 ``COURSE_OFFLINE``  ``1``: never try to download weights (also implied by ``CI``).
@@ -20,11 +22,12 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 Mode = Literal["smoke", "full"]
+T = TypeVar("T")
 MODES: tuple[str, ...] = ("smoke", "full")
 
 #: Where the course lives on GitHub: Colab badges and the Colab set-up cell use it.
@@ -76,6 +79,52 @@ def resolve_mode(smoke: bool | str | None = None) -> Mode:
     if smoke is None:
         return "full" if cuda_available() else "smoke"
     return "smoke" if smoke else "full"
+
+
+def course_scale() -> float:
+    """``COURSE_SCALE`` as a number in (0, 1] (1 when unset); a bad value raises a one-line error."""
+    raw = os.environ.get("COURSE_SCALE", "").strip()
+    if not raw:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise CourseSetupError(f"COURSE_SCALE={raw!r} is not a number: use a share in (0, 1], e.g. 0.05") from None
+    if not 0 < value <= 1:
+        raise CourseSetupError(f"COURSE_SCALE={raw!r} is outside (0, 1]: 1 runs full mode at full size")
+    return value
+
+
+def at_scale(full: T, smoke: Any, scale: float | None = None) -> T:
+    """A full-mode setting shrunk to ``scale`` (default :func:`course_scale`), never below the smoke setting.
+
+    Integers become ``round(full * scale)``, kept between the smaller of ``smoke`` and ``full`` and
+    ``full``; lists and tuples keep as many leading items; dicts go key by key (a key that smoke
+    lacks keeps its full value); floats, booleans, strings and everything else stay as in full mode.
+    At scale 1 this is ``full`` itself. ``Env.pick`` and the per-mode tables of the library use it,
+    so that ``COURSE_SCALE=0.05`` runs full mode's code paths at about smoke mode's size.
+    """
+    scale = course_scale() if scale is None else float(scale)
+    if scale >= 1:
+        return full
+    if isinstance(full, bool) or not isinstance(full, (int, list, tuple, dict)):
+        return full
+    if isinstance(full, int):
+        low = min(smoke, full) if isinstance(smoke, int) and not isinstance(smoke, bool) else min(1, full)
+        return max(low, min(full, int(round(full * scale))))  # type: ignore[return-value]
+    if isinstance(full, dict):
+        smoke = smoke if isinstance(smoke, dict) else {}
+        return {k: (at_scale(v, smoke[k], scale) if k in smoke else v) for k, v in full.items()}  # type: ignore
+    keep = len(smoke) if isinstance(smoke, (list, tuple)) else 1
+    n = max(min(keep, len(full)), int(round(len(full) * scale)))
+    return full[:n]  # type: ignore[return-value]
+
+
+def mode_settings(table: dict[str, T], mode: str) -> T:
+    """``table[mode]`` of a per-mode table (``{"smoke": ..., "full": ...}``), full mode at :func:`course_scale`."""
+    if mode not in table:
+        raise ValueError(f"unknown mode {mode!r}: use one of {sorted(table)}")
+    return at_scale(table["full"], table["smoke"]) if mode == "full" else table[mode]
 
 
 def get_device(prefer: str | None = None) -> "torch.device":  # noqa: F821

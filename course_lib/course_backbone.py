@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .config import cache_dir, get_device
+from .config import cache_dir, get_device, mode_settings
 from .models import MTLConfig, MultiTaskModel, backbone_fingerprint, create_backbone
 from .models.backbones import COURSE_FACE, COURSE_FACE_ARCH, COURSE_FACE_WEIGHTS, Backbone
 
@@ -140,7 +140,7 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
             return pretrained
         print(f"{COURSE_FACE_WEIGHTS} not found: training a backbone from scratch on the course split instead")
     root = Path(root)
-    settings = {**COURSE_BACKBONE[mode], **overrides}
+    settings = {**mode_settings(COURSE_BACKBONE, mode), **overrides}
     path = _checkpoint_path(settings, dataset_fingerprint(root), seed)
     device = torch.device(device) if device is not None else get_device()
     if path.exists() and not retrain:

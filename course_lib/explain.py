@@ -231,7 +231,7 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     """
     from torch.utils.data import DataLoader
 
-    from .config import cache_dir
+    from .config import cache_dir, mode_settings
     from .course_backbone import course_features, weighted_loss
     from .data.abaw import read_mtl_annotations
     from .features import CachedFrameDataset
@@ -239,7 +239,7 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     from .train import TrainConfig, fit, save_checkpoint
 
     root = Path(root)
-    settings = {**EXPLAIN_HEADS[mode], **overrides}
+    settings = {**mode_settings(EXPLAIN_HEADS, mode), **overrides}
     unknown = set(settings) - set(EXPLAIN_HEADS["smoke"])
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}: use {sorted(EXPLAIN_HEADS['smoke'])}")

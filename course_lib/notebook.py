@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import (Mode, data_dir, get_device, is_headless, is_offline, on_colab, resolve_mode,
+from .config import (Mode, at_scale, course_scale, data_dir, get_device, is_headless, is_offline, on_colab, resolve_mode,
                      seed_everything)
 
 
@@ -40,19 +40,21 @@ class NotebookEnv:
         return self.mode == "smoke"
 
     def pick(self, smoke, full):
-        """``smoke`` in smoke mode, ``full`` in full mode: ``N = env.pick(200, 20_000)``."""
-        return smoke if self.smoke else full
+        """``smoke`` in smoke mode, ``full`` in full mode: ``N = env.pick(200, 20_000)``. Full mode's
+        value is shrunk by ``COURSE_SCALE`` when that is set (:func:`course_lib.config.at_scale`)."""
+        return smoke if self.smoke else at_scale(full, smoke)
 
     def report(self) -> str:
         """The environment report as text, one fact per line."""
         gpu = "none"
         if self.gpu_name:
             gpu = f"{self.gpu_name} ({self.gpu_memory_gb:.1f} GB)"
+        scale = f" at COURSE_SCALE={course_scale():g}" if self.mode == "full" and course_scale() < 1 else ""
         lines = [
             f"python   {self.versions['python']} on {platform.system()} ({platform.machine()})",
             f"torch    {self.versions['torch']}   timm {self.versions.get('timm', '?')}",
             f"device   {self.device}   GPU: {gpu}",
-            f"mode     {self.mode}   seed {self.seed}   offline: {'yes' if self.offline else 'no'}",
+            f"mode     {self.mode}{scale}   seed {self.seed}   offline: {'yes' if self.offline else 'no'}",
             f"data     {self.data}",
         ]
         if self.colab:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .config import mode_settings
 from .models import MTLConfig, MultiTaskModel, build_model
 from .train import TrainConfig, TrainResult, fit, predict, score
 
@@ -84,7 +85,7 @@ def progressive_config(mode: str = "smoke", **overrides: Any) -> ProgressiveConf
     """The course's :class:`ProgressiveConfig` for ``mode`` (``"smoke"``/``"full"``), with overrides."""
     if mode not in PROGRESSIVE:
         raise ValueError(f"unknown mode {mode!r}: use one of {sorted(PROGRESSIVE)}")
-    return ProgressiveConfig(**{**PROGRESSIVE[mode], **overrides})
+    return ProgressiveConfig(**{**mode_settings(PROGRESSIVE, mode), **overrides})
 
 
 def task_loss(train_table: "pd.DataFrame", task: str | None = None) -> nn.Module:

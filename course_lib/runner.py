@@ -143,7 +143,10 @@ def write_report(runs: list[NotebookRun], out_dir: Path) -> Path:
 
     from .files import atomic_write
 
+    from .config import course_scale
+
     report = {"date": date.today().isoformat(), "machine": machine_description(),
+              **({"scale": course_scale()} if course_scale() < 1 else {}),
               "runs": [{"name": r.name, "mode": r.mode, "seconds": round(r.seconds, 1), "ok": r.ok,
                         "error": r.error} for r in runs]}
     path = Path(out_dir) / "course_report.json"
@@ -158,7 +161,8 @@ TIMES_END = "<!-- /times -->"
 def times_markdown(report: dict) -> str:
     """The per-notebook run times of a ``course_report.json`` as a Markdown table."""
     runs = report["runs"]
-    lines = [f"Measured by `make course` on {report['date']}: {report['machine']}.", "",
+    how = f"in full mode at `COURSE_SCALE={report['scale']:g}`" if report.get("scale") else "by `make course`"
+    lines = [f"Measured {how} on {report['date']}: {report['machine']}.", "",
              "| notebook | mode | seconds | status |", "| --- | --- | ---: | --- |"]
     lines += [f"| {r['name']} | {r['mode']} | {r['seconds']:.0f} | {'ok' if r['ok'] else 'FAILED'} |" for r in runs]
     lines.append(f"| all {len(runs)} | | {sum(r['seconds'] for r in runs):.0f} | |")

@@ -137,3 +137,30 @@ def test_importing_course_lib_first_spares_the_kernel_the_iri_grammars_and_keeps
     code = "import jsonschema, sys, course_lib; print(sys.modules.get('rfc3987_syntax', 'missing') is None)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_at_scale_shrinks_full_sizes_but_never_below_smoke(monkeypatch):
+    from course_lib.config import CourseSetupError, at_scale, course_scale, mode_settings
+    from course_lib.data.synth import COURSE_SIZES
+
+    assert at_scale(300, 45, 0.05) == 45 and at_scale(300, 45, 0.5) == 150  # the smoke size is the floor
+    assert at_scale(8, 16, 0.05) == 8  # a full value below smoke's stays
+    assert at_scale(1e-3, 3e-3, 0.05) == 1e-3 and at_scale(True, False, 0.05) is True
+    assert at_scale("resnet18", "lcnet_050", 0.05) == "resnet18"  # the full code path: names are not sizes
+    assert at_scale([0, 1, 2], [0], 0.05) == [0] and at_scale((1, 5, 15, 30), (1, 5, 15, 30), 0.05) == (1, 5, 15, 30)
+    assert at_scale({"epochs": 15, "output_stride": 16, "lr": 1e-3}, {"epochs": 4, "lr": 3e-3}, 0.05) == \
+        {"epochs": 4, "output_stride": 16, "lr": 1e-3}
+    for value in (300, [0, 1, 2], {"epochs": 3}):
+        assert at_scale(value, 1, 1.0) is value  # scale 1 is full mode itself
+    monkeypatch.delenv("COURSE_SCALE", raising=False)
+    assert course_scale() == 1.0 and mode_settings(COURSE_SIZES, "full") is COURSE_SIZES["full"]
+    monkeypatch.setenv("COURSE_SCALE", "0.05")
+    assert course_scale() == 0.05
+    assert mode_settings(COURSE_SIZES, "full") == COURSE_SIZES["smoke"]
+    assert mode_settings(COURSE_SIZES, "smoke") is COURSE_SIZES["smoke"]
+    for bad in ("0", "1.5", "a twentieth"):
+        monkeypatch.setenv("COURSE_SCALE", bad)
+        with pytest.raises(CourseSetupError, match="COURSE_SCALE"):
+            course_scale()
+    with pytest.raises(ValueError, match="unknown mode"):
+        mode_settings(COURSE_SIZES, "huge")

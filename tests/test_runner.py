@@ -121,6 +121,21 @@ def test_record_times_fills_the_instructor_guide(tmp_path):
     assert "| all 2 | | 32 | |" in text and "CPU only, 2 cores" in text
     with pytest.raises(Exception, match="no block"):
         record_times(tmp_path / "r.json", [tmp_path / "r.json"])
+    scaled = {**report, "scale": 0.05}
+    (tmp_path / "s.json").write_text(json.dumps(scaled))
+    record_times(guide, [tmp_path / "r.json", tmp_path / "s.json"])
+    text = guide.read_text()
+    assert "Measured by `make course` on 2026-11-22" in text and "Measured in full mode at `COURSE_SCALE=0.05`" in text
+
+
+def test_report_records_the_scale_of_a_scaled_run(tmp_path, monkeypatch):
+    from course_lib.runner import write_report
+
+    runs = [NotebookRun("00_a", "full", 1.0, True, None, tmp_path)]
+    monkeypatch.setenv("COURSE_SCALE", "0.05")
+    assert json.loads(write_report(runs, tmp_path).read_text())["scale"] == 0.05
+    monkeypatch.delenv("COURSE_SCALE")
+    assert "scale" not in json.loads(write_report(runs, tmp_path).read_text())
 
 
 def test_instructor_guide_records_every_notebook(repo):

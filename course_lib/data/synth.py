@@ -717,10 +717,10 @@ def synthetic_course_data(mode: str = "smoke", *, audio: bool = True, seed: int 
 
     Reused when present; regenerated when it was made by another generator version or with other settings.
     """
-    from ..config import data_dir
+    from ..config import data_dir, mode_settings
 
-    return generate_dataset(data_dir(create=True) / f"synth-{mode}", **COURSE_SIZES[mode], seed=seed, audio=audio,
-                            progress_bar=progress_bar, overwrite=True)
+    return generate_dataset(data_dir(create=True) / f"synth-{mode}", **mode_settings(COURSE_SIZES, mode), seed=seed,
+                            audio=audio, progress_bar=progress_bar, overwrite=True)
 
 
 __all__ = ["AU_THRESHOLD", "COURSE_SIZES", "EXPR_PROTOTYPES", "Identity", "Occluder", "Pose", "VideoPlan",
