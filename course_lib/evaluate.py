@@ -631,7 +631,7 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     ``test=True`` also predicts the frames of the test list (:data:`~course_lib.data.abaw.TEST_LIST`;
     ``feats`` must then hold the ``"test"`` split) with every trained model, into
     ``extra["test_predictions"][configuration]`` (one table per seed, labels missing). Nothing here
-    scores them: choose on validation, then score the chosen one with :func:`score_test`.
+    scores them: choose on validation, then score the chosen one once (:func:`score_submission`, :func:`label_test`).
     """
     import torch
     from torch.utils.data import DataLoader
