@@ -802,8 +802,23 @@ def format_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return out
 
 
+def interval_table(tables: dict[str, pd.DataFrame], n: int = 1000, seed: int = 0, level: float = 0.95, *,
+                   au_threshold: float | Sequence[float] | np.ndarray = 0.5, digits: int = 3) -> pd.DataFrame:
+    """P_MTL and its parts of each predictions table as ``estimate [low, high]`` text (:func:`bootstrap`
+    over videos), one row per name: for showing a few models or splits side by side (``08_evaluation``)."""
+    rows = []
+    for name, df in tables.items():
+        ci = bootstrap(df, n=n, seed=seed, level=level, au_threshold=au_threshold)
+        row: dict[str, Any] = {"configuration": name}
+        for m in METRICS:
+            label = METRIC_LABELS[m]
+            row[label], row[f"{label} low"], row[f"{label} high"] = ci.loc[m, ["estimate", "low", "high"]]
+        rows.append(row)
+    return format_intervals(pd.DataFrame(rows), digits).set_index("configuration").rename_axis(None)
+
+
 __all__ = ["ABLATION_STEPS", "AU_PROB_COLUMNS", "AblationResult", "EXPR_PROB_COLUMNS", "METRICS", "METRIC_LABELS",
            "SEED003_ROW", "SUBMISSION_HEADER", "SubmissionError", "audio_summaries", "audio_summary", "bootstrap",
-           "bootstrap_difference", "floor_table", "format_intervals", "label_test", "oracle_table", "per_video_scores",
-           "predictions_table", "read_submission", "resample_counts", "run_ablation", "score_submission", "scores",
-           "step_gains", "threshold_report", "tuned_thresholds", "write_submission"]
+           "bootstrap_difference", "floor_table", "format_intervals", "interval_table", "label_test", "oracle_table",
+           "per_video_scores", "predictions_table", "read_submission", "resample_counts", "run_ablation",
+           "score_submission", "scores", "step_gains", "threshold_report", "tuned_thresholds", "write_submission"]

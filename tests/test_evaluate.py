@@ -385,3 +385,15 @@ def test_label_test_scores_the_test_list_against_the_kept_labels(tmp_path):
     (root / TEST_LABELS).unlink()
     with pytest.raises(FileNotFoundError, match="organisers score"):
         ev.label_test(ev.predictions_table(perfect, listed), root)
+
+
+def test_interval_table_shows_each_tables_bootstrap_as_text():
+    a_table, b_table = fake_table(n_videos=6, seed=3), fake_table(n_videos=5, seed=4)
+    a = ev.predictions_table(fake_predictions(a_table, seed=3), a_table)
+    b = ev.predictions_table(fake_predictions(b_table, seed=4), b_table)
+    shown = ev.interval_table({"validation": a, "test": b}, n=200, seed=1, au_threshold=0.4)
+    assert shown.index.tolist() == ["validation", "test"] and shown.columns.tolist() == list(ev.METRIC_LABELS.values())
+    ci = ev.bootstrap(b, n=200, seed=1, au_threshold=0.4)
+    assert shown.loc["test", "P_MTL"] == (f"{ci.loc['total', 'estimate']:.3f} [{ci.loc['total', 'low']:.3f}, "
+                                          f"{ci.loc['total', 'high']:.3f}]")
+    assert ci.loc["total", "estimate"] == pytest.approx(ev.scores(b, au_threshold=0.4)["total"])
