@@ -66,7 +66,6 @@ class MemorySampler:
 
     def __enter__(self) -> "MemorySampler":
         if self.cuda:
-            self.base = self._used()
             self._thread.start()
         return self
 

@@ -159,6 +159,17 @@ def scores(df: pd.DataFrame, au_threshold: float | Sequence[float] | np.ndarray 
     return p_mtl(a["va"], a["va_pred"], a["expr"], a["expr_pred"], a["au"], a["au_pred"], au_threshold=au_threshold)
 
 
+def _test_labels(root: str | Path) -> tuple[Path, pd.DataFrame]:
+    """The path and table of the kept test labels; a folder without them (a real copy) gets a one-line error."""
+    from .data.abaw import TEST_LABELS, read_mtl_annotations
+
+    path = Path(root) / TEST_LABELS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: only SynthAffWild keeps its test labels; on the real data "
+                                "the organisers score the submission")
+    return path, read_mtl_annotations(path)
+
+
 def label_test(predictions: pd.DataFrame, root: str | Path) -> pd.DataFrame:
     """The predictions table of the test list's frames with the test labels filled in, ready for :func:`scores`.
 
@@ -167,13 +178,8 @@ def label_test(predictions: pd.DataFrame, root: str | Path) -> pd.DataFrame:
     validation: a choice made after looking at them makes the test score a validation score.
     The predictions must cover exactly the labelled test images.
     """
-    from .data.abaw import TEST_LABELS, read_mtl_annotations
-
-    path = Path(root) / TEST_LABELS
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: only SynthAffWild keeps its test labels; on the real data "
-                                "the organisers score the submission")
-    truth = read_mtl_annotations(path).set_index("image")
+    path, truth = _test_labels(root)
+    truth = truth.set_index("image")
     images = predictions["image"].astype(str)
     unknown = images[~images.isin(truth.index)]
     if len(unknown):
@@ -507,14 +513,10 @@ def score_submission(path: str | Path, root: str | Path) -> dict[str, Any]:
     """Score a submission file the way the organisers do: checked against the test list of ``root``
     (:func:`read_submission`), its decisions against the kept test labels (:data:`~course_lib.data.abaw.TEST_LABELS`,
     SynthAffWild only). Returns :func:`course_lib.metrics.p_mtl`'s dict."""
-    from .data.abaw import TEST_LABELS, TEST_LIST, read_mtl_annotations, read_test_list
+    from .data.abaw import TEST_LIST, read_test_list
 
-    root = Path(root)
-    if not (root / TEST_LABELS).exists():
-        raise FileNotFoundError(f"{root / TEST_LABELS} not found: only SynthAffWild keeps its test labels; on the "
-                                "real data the organisers score the submission")
-    sub = read_submission(path, images=read_test_list(root / TEST_LIST)["image"]).set_index("image")
-    truth = read_mtl_annotations(root / TEST_LABELS)
+    _, truth = _test_labels(root)
+    sub = read_submission(path, images=read_test_list(Path(root) / TEST_LIST)["image"]).set_index("image")
     sub = sub.loc[truth["image"]]
     return p_mtl(truth[["valence", "arousal"]].to_numpy(), sub[["valence", "arousal"]].to_numpy(),
                  truth["expression"].to_numpy(), sub["expression"].to_numpy(),
@@ -783,12 +785,16 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
 def _table_row(name: str, what: str, dfs: list[pd.DataFrame], n_boot: int, level: float, seconds: float
                ) -> dict[str, Any]:
     ci = _bootstrap_many(dfs, n=n_boot, seed=0, level=level, by="video", au_threshold=0.5)
-    row: dict[str, Any] = {"configuration": name, "what it adds": what}
+    return {"configuration": name, "what it adds": what, **_interval_columns(ci), "seconds": seconds}
+
+
+def _interval_columns(ci: pd.DataFrame) -> dict[str, float]:
+    """A bootstrap's estimate and bounds as table columns: ``P_MTL``, ``P_MTL low``, ``P_MTL high``, ... per metric."""
+    columns: dict[str, float] = {}
     for m in METRICS:
         label = METRIC_LABELS[m]
-        row[label], row[f"{label} low"], row[f"{label} high"] = ci.loc[m, ["estimate", "low", "high"]]
-    row["seconds"] = seconds
-    return row
+        columns[label], columns[f"{label} low"], columns[f"{label} high"] = ci.loc[m, ["estimate", "low", "high"]]
+    return columns
 
 
 def format_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -806,14 +812,9 @@ def interval_table(tables: dict[str, pd.DataFrame], n: int = 1000, seed: int = 0
                    au_threshold: float | Sequence[float] | np.ndarray = 0.5, digits: int = 3) -> pd.DataFrame:
     """P_MTL and its parts of each predictions table as ``estimate [low, high]`` text (:func:`bootstrap`
     over videos), one row per name: for showing a few models or splits side by side (``08_evaluation``)."""
-    rows = []
-    for name, df in tables.items():
-        ci = bootstrap(df, n=n, seed=seed, level=level, au_threshold=au_threshold)
-        row: dict[str, Any] = {"configuration": name}
-        for m in METRICS:
-            label = METRIC_LABELS[m]
-            row[label], row[f"{label} low"], row[f"{label} high"] = ci.loc[m, ["estimate", "low", "high"]]
-        rows.append(row)
+    rows = [{"configuration": name,
+             **_interval_columns(bootstrap(df, n=n, seed=seed, level=level, au_threshold=au_threshold))}
+            for name, df in tables.items()]
     return format_intervals(pd.DataFrame(rows), digits).set_index("configuration").rename_axis(None)
 
 

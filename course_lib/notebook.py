@@ -15,8 +15,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import (Mode, at_scale, course_scale, data_dir, get_device, is_headless, is_offline, on_colab, resolve_mode,
-                     seed_everything)
+from .config import (Mode, at_scale, course_scale, data_dir, get_device, is_headless, is_offline, on_colab,
+                     resolve_mode, seed_everything)
 
 
 @dataclass

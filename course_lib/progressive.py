@@ -194,13 +194,15 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFr
     taken from its own model. Returns ``{"validation": combined predictions, "per_task": {task:
     predictions}, "runs": {task: {"model", "result", "seconds", "kind", "window"}}}`` and, with
     ``train_predictions``, ``"train"`` (the same on the training windows, e.g. to tune thresholds);
-    ``test=(features, table)`` adds ``"test"``, the same on the test list's frames. Used by :func:`run_progressive` and by the ablations of :mod:`course_lib.evaluate` (+ audio).
+    ``test=(features, table)`` adds ``"test"``, the same on the test list's frames. Used by
+    :func:`run_progressive` and by the ablations of :mod:`course_lib.evaluate` (+ audio).
     """
     from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
 
     out_dir = Path(out_dir) if out_dir is not None else None
     mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
     f_train, f_val = (f_train - mean) / std, (f_val - mean) / std
+    f_test = (test[0] - mean) / std if test is not None else None
     per_task, on_train, on_test, runs = {}, {}, {}, {}
     for i, task in enumerate(TASKS):
         window = int(config.windows[task])
@@ -228,7 +230,7 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFr
             on_train[task] = predict(model, DataLoader(tr, batch_size=64), input_key=("features", "valid"),
                                      device=device)
         if test is not None:
-            te = FeatureWindowDataset((test[0] - mean) / std, test[1], window=window, stride=stride, pad=True)
+            te = FeatureWindowDataset(f_test, test[1], window=window, stride=stride, pad=True)
             on_test[task] = predict(model, DataLoader(te, batch_size=64), input_key=("features", "valid"),
                                     device=device)
         runs[task] = {"model": model, "result": result, "seconds": time.perf_counter() - tick, "kind": kind,

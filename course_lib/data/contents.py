@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .abaw import TEST_LABELS, TEST_LIST
+
 #: Each optional part: where it lives, why a folder may lack it, and what would provide it.
 PARTS: dict[str, tuple[str, str]] = {
     "ground_truth": ("ground_truth/<video>.npz",
@@ -26,9 +28,9 @@ PARTS: dict[str, tuple[str, str]] = {
               "s-Aff-Wild2 is a static frame subset of Aff-Wild2 without sound; extract each video's track from "
               "the Aff-Wild2 videos: ffmpeg -i <video>.mp4 -ac 1 -ar 16000 -sample_fmt s16 audio/<video>.wav"),
     "metadata": ("metadata.json", "only SynthAffWild records how it was generated (frame rate, splits, settings)"),
-    "test_list": ("test_set_images.txt", "the challenge hands out the list of test images with the test videos; "
+    "test_list": (TEST_LIST, "the challenge hands out the list of test images with the test videos; "
                   "put it there as test_set_images.txt (header, then one <video>/<frame>.jpg per line)"),
-    "test_labels": ("test_labels/test_set_annotations.txt", "the organisers keep the test labels and score "
+    "test_labels": (TEST_LABELS, "the organisers keep the test labels and score "
                     "submissions themselves; only SynthAffWild stores them, apart, for one final score"),
 }
 
@@ -72,7 +74,7 @@ class FolderContents:
 def folder_contents(root: Path | str) -> FolderContents:
     """Look at ``root`` (a SynthAffWild or a real-release folder) and say which parts it has."""
     from ..features import SPLIT_FILES
-    from .abaw import TEST_LABELS, TEST_LIST, read_mtl_annotations
+    from .abaw import read_mtl_annotations
 
     root = Path(root)
     videos: list[str] = []

@@ -87,8 +87,9 @@ def export_release_layout(source: Path | str, target: Path | str, *, seed: int =
     ``max_run`` frames (about ``drop_rate`` of its frames) are dropped, frame numbers kept, as
     where face detection failed. Nothing else is copied: no metadata, ground truth, audio or test labels.
     ``per_task=False``: ``cropped_aligned/`` and the two multi-task annotation files (the
-    s-Aff-Wild2 layout), and the test list with its frames when ``source`` has one. ``per_task=True``: ``cropped_aligned/`` and ``<Task>_Challenge/
-    {Train_Set,Validation_Set}/<video>.txt`` (the per-task Aff-Wild2 layout), whose label files
+    s-Aff-Wild2 layout), and the test list with its frames when ``source`` has one.
+    ``per_task=True``: ``cropped_aligned/`` and ``<Task>_Challenge/{Train_Set,Validation_Set}/
+    <video>.txt`` (the per-task Aff-Wild2 layout), whose label files
     list every frame of the video, dropped ones included (their images are missing, as in the
     real release). ``link``: hard-link the images where the file system allows (else copy).
     ``target`` must not exist.
