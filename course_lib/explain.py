@@ -380,7 +380,7 @@ def attention_attribution(model: nn.Module, images: torch.Tensor, head: str, tar
 def attribute(model: nn.Module, images: torch.Tensor, head: str, target: Target | Sequence[Target],
               method: str = "integrated_gradients", *, sign: Sign = "positive",
               baseline: str | float | torch.Tensor = "blur", probability: bool = False, n_steps: int = 16,
-              nt_samples: int = 4, nt_stdev: float = 0.1, n_samples: int = 16, window: int = 16, stride: int = 8,
+              nt_samples: int = 4, nt_stdev: float = 0.1, n_samples: int = 16, window: int = 8, stride: int = 8,
               layer: nn.Module | None = None, internal_batch_size: int | None = 256,
               return_delta: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attribution maps (B, H, W) for ``images`` (B, 3, H, W) in [0, 1] and one output of ``model``.
@@ -398,7 +398,9 @@ def attribute(model: nn.Module, images: torch.Tensor, head: str, target: Target 
     - ``"gradient_shap"``: expected gradients over random points between noisy copies of the image
       and references drawn from {baseline images, black, gray}, ``n_samples`` per image.
     - ``"occlusion"``: the output's drop when a ``window`` x ``window`` patch is replaced by the
-      baseline, moved by ``stride`` pixels (Zeiler and Fergus 2014).
+      baseline, moved by ``stride`` pixels (Zeiler and Fergus 2014). The default 8 px patches at
+      112 px are no larger than the thinnest AU region (the lips of AU23, under 2 % of the frame);
+      16 px patches cannot land inside it.
     - ``"grad_cam"``: Grad-CAM (Selvaraju et al. 2017) on ``layer`` (default: the backbone layer
       that makes the tokens, :func:`find_feature_layer`), upsampled bilinearly to the image with
       Captum's ``LayerAttribution.interpolate``.
@@ -488,8 +490,27 @@ def localization_ratio(attribution: np.ndarray | torch.Tensor, region: np.ndarra
     return float(positive[m.to(a.device)].sum()) / total / share
 
 
-def _pairs(root: Path, table: "pd.DataFrame", max_frames: int | None, seed: int, image_size: int
-           ) -> "pd.DataFrame":
+def _sample_frames(active: np.ndarray, max_frames: int | None, seed: int, min_per_au: int = 0) -> np.ndarray:
+    """Rows with an active AU: all, or ``max_frames`` of them drawn at random (``seed``), first
+    ``min_per_au`` frames of each AU (rarest AU first; all of an AU's frames where it has fewer)."""
+    rows = np.flatnonzero(active.any(1))
+    if max_frames is None or len(rows) <= max_frames:
+        return rows
+    rng = np.random.default_rng(seed)
+    chosen: set[int] = set()
+    for au in np.argsort(active.sum(0), kind="stable"):
+        have = sum(bool(active[r, au]) for r in chosen)
+        free = np.setdiff1d(np.flatnonzero(active[:, au]), sorted(chosen))
+        take = min(max(0, min_per_au - have), len(free), max_frames - len(chosen))
+        if take:  # no draw at all when nothing is taken: min_per_au=0 draws exactly as before
+            chosen.update(int(r) for r in rng.choice(free, size=take, replace=False))
+    rest = np.setdiff1d(rows, sorted(chosen))
+    chosen.update(int(r) for r in rng.choice(rest, size=max_frames - len(chosen), replace=False))
+    return np.array(sorted(chosen), dtype=int)
+
+
+def _pairs(root: Path, table: "pd.DataFrame", max_frames: int | None, seed: int, image_size: int,
+           min_per_au: int = 0) -> "pd.DataFrame":
     """(frame row, AU) pairs of ``table`` where the AU is active (clean labels) and its region is drawn."""
     import pandas as pd
 
@@ -498,9 +519,7 @@ def _pairs(root: Path, table: "pd.DataFrame", max_frames: int | None, seed: int,
     table = table.reset_index(drop=True)
     truth = {v: load_ground_truth(root, v) for v in table["video"].unique()}
     active = np.stack([truth[r.video]["au"][r.frame - 1] for r in table.itertuples()]).astype(bool)
-    rows = np.flatnonzero(active.any(1))
-    if max_frames is not None and len(rows) > max_frames:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_frames, replace=False))
+    rows = _sample_frames(active, max_frames, seed, min_per_au)
     out = []
     for row in rows:
         r = table.iloc[row]
@@ -514,15 +533,17 @@ def _pairs(root: Path, table: "pd.DataFrame", max_frames: int | None, seed: int,
 
 def localization_scores(model: nn.Module, root: Path | str, table: "pd.DataFrame",
                         methods: Sequence[str] = METHODS, *, max_frames: int | None = None, seed: int = 0,
-                        batch_size: int = 16, method_kwargs: dict[str, dict[str, Any]] | None = None,
-                        per_pair: bool = False, progress_bar: bool = True, **kwargs: Any) -> "pd.DataFrame":
+                        min_per_au: int = 0, batch_size: int = 16,
+                        method_kwargs: dict[str, dict[str, Any]] | None = None, per_pair: bool = False,
+                        progress_bar: bool = True, **kwargs: Any) -> "pd.DataFrame":
     """Per AU and method: the mean :func:`localization_ratio` over the frames of ``table`` where the AU is active.
 
     "Active" comes from the generator's clean labels (``ground_truth/``, not the noisy
     annotations) and the region from :func:`course_lib.data.synth.au_region_masks`, so this
     works on SynthAffWild only. Each active (frame, AU) pair is explained with the AU head and
     that AU as the target. ``max_frames``: a random subset (``seed``) of the frames with an
-    active AU. ``method_kwargs``: per-method options for :func:`attribute`; ``kwargs``: options
+    active AU, of which ``min_per_au`` frames per AU where it has that many (rare AUs
+    otherwise get one or two frames of a random draw). ``method_kwargs``: per-method options for :func:`attribute`; ``kwargs``: options
     for every method. Returns a (12 AUs x methods) table of mean ratios (NaN for an AU never
     active), or with ``per_pair=True`` one row per (frame, AU, method) with its ratio and the
     region's share of the image. Timing per method is in ``.attrs["seconds"]``.
@@ -539,7 +560,7 @@ def localization_scores(model: nn.Module, root: Path | str, table: "pd.DataFrame
     table = table.reset_index(drop=True)
     frames = FrameDataset(table, root)
     image_size = int(frames[0]["image"].shape[-1])
-    pairs = _pairs(root, table, max_frames, seed, image_size)
+    pairs = _pairs(root, table, max_frames, seed, image_size, min_per_au)
     if pairs.empty:
         raise ValueError("no frame of the table has an active AU with a drawn region")
     device = next(model.parameters()).device

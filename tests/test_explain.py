@@ -174,3 +174,17 @@ def test_localization_scores_on_synthetic_frames(tmp_path_factory, model):
                                         progress_bar=False)
     assert set(pairs.columns) >= {"image", "au", "method", "ratio", "region_share"}
     assert (pairs["region_share"] > 0).all()
+
+
+def test_frames_drawn_per_au_first_then_at_random():
+    rng = np.random.default_rng(5)
+    active = rng.random((400, 12)) < np.linspace(0.01, 0.4, 12)  # AU k active with rate 1 % .. 40 %
+    rows = np.flatnonzero(active.any(1))
+    plain = explain._sample_frames(active, 80, seed=3)
+    assert np.array_equal(plain, np.sort(np.random.default_rng(3).choice(rows, size=80, replace=False)))
+    drawn = explain._sample_frames(active, 80, seed=3, min_per_au=8)
+    assert len(drawn) == len(set(drawn)) == 80 and set(drawn) <= set(rows)
+    per_au = active[drawn].sum(0)
+    assert (per_au >= np.minimum(8, active.sum(0))).all()  # the rarest AU gets all of its frames where it has < 8
+    assert active[:, 0].sum() < 8 and per_au[0] == active[:, 0].sum() > active[plain].sum(0)[0]
+    assert np.array_equal(explain._sample_frames(active, None, seed=3, min_per_au=8), rows)
