@@ -125,7 +125,8 @@ def phase_heads(root: Path, epochs: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from course_lib.course_backbone import course_features, weighted_loss
+    from course_lib.course_backbone import course_features
+    from course_lib.losses import weighted_loss
     from course_lib.data.abaw import read_mtl_annotations
     from course_lib.features import SPLIT_FILES, CachedFrameDataset
     from course_lib.models import MTLConfig, build_model

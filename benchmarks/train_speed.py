@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from course_lib.config import get_device, seed_everything
-    from course_lib.course_backbone import weighted_loss
+    from course_lib.losses import weighted_loss
     from course_lib.data.abaw import FrameDataset, read_mtl_annotations
     from course_lib.data.synth import ensure_course_data
     from course_lib.models import MTLConfig, build_model

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .config import cache_dir, get_device, mode_settings
+from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel, backbone_fingerprint, create_backbone
 from .models.backbones import COURSE_FACE, COURSE_FACE_ARCH, COURSE_FACE_WEIGHTS, Backbone
 
@@ -37,8 +38,6 @@ COURSE_BACKBONE: dict[str, dict[str, Any]] = {
     "full": {"name": "resnet18", "image_size": 112, "backbone_kwargs": {"output_stride": 16}, "epochs": 15,
              "batch_size": 128, "lr": 1e-3},
 }
-#: Per-AU positive weights are capped here, so that a rare AU cannot dominate the loss.
-MAX_POS_WEIGHT = 10.0
 
 
 @dataclass
@@ -177,15 +176,6 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     backbone.freeze()
     return CourseBackbone(backbone=backbone, fingerprint=backbone_fingerprint(backbone), path=path, settings=settings,
                           history=result.history, scores=result.best_scores, seconds=seconds, trained_now=True)
-
-
-def weighted_loss(train_table) -> "MultiTaskLoss":  # noqa: F821
-    """The multi-task loss with per-AU positive weights and expression class weights of ``train_table``."""
-    from .data.abaw import au_pos_weights, expr_class_weights
-    from .losses import MultiTaskLoss
-
-    pos_weight = torch.tensor(au_pos_weights(train_table)).clamp(max=MAX_POS_WEIGHT)
-    return MultiTaskLoss(pos_weight=pos_weight, class_weights=torch.tensor(expr_class_weights(train_table)))
 
 
 def course_features(root: Path | str, mode: str = "smoke", *, device: torch.device | str | None = None,

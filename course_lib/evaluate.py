@@ -639,7 +639,7 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     from torch.utils.data import DataLoader
 
     from .config import get_device
-    from .course_backbone import weighted_loss
+    from .losses import weighted_loss
     from .data.abaw import read_mtl_annotations
     from .features import CachedFrameDataset
     from .models import MTLConfig, build_model

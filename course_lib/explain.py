@@ -232,7 +232,8 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     from torch.utils.data import DataLoader
 
     from .config import cache_dir, mode_settings
-    from .course_backbone import course_features, weighted_loss
+    from .course_backbone import course_features
+    from .losses import weighted_loss
     from .data.abaw import read_mtl_annotations
     from .features import CachedFrameDataset
     from .models import MTLConfig, MultiTaskModel

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.abaw import au_pos_weights, expr_class_weights
 from .labels import AU_NAMES, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA
 
 #: The tasks of :class:`MultiTaskLoss`, in the order they are computed and reported.
@@ -232,3 +233,14 @@ class MultiTaskLoss(nn.Module):
             total = term if total is None else total + term
         assert total is not None
         return total, parts
+
+
+#: Per-AU positive weights are capped here, so that a rare AU cannot dominate the loss.
+MAX_POS_WEIGHT = 10.0
+
+
+def weighted_loss(train_table: "pd.DataFrame") -> MultiTaskLoss:  # noqa: F821
+    """The multi-task loss with per-AU positive weights (capped at :data:`MAX_POS_WEIGHT`) and
+    expression class weights of ``train_table``: the loss every notebook from 02 on trains with."""
+    pos_weight = torch.tensor(au_pos_weights(train_table)).clamp(max=MAX_POS_WEIGHT)
+    return MultiTaskLoss(pos_weight=pos_weight, class_weights=torch.tensor(expr_class_weights(train_table)))

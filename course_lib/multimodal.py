@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .audio import AudioVisualDataset, audio_features, band_stats, normalize_bands
-from .course_backbone import weighted_loss
+from .losses import weighted_loss
 from .models.audiovisual import AudioVisualTemporalModel, AudioVisualWindowDataset
 from .train import TrainConfig, fit, predict
 

@@ -90,7 +90,7 @@ def progressive_config(mode: str = "smoke", **overrides: Any) -> ProgressiveConf
 
 def task_loss(train_table: "pd.DataFrame", task: str | None = None) -> nn.Module:
     """The weighted multi-task loss (course backbone's weights); with ``task``, that task only."""
-    from .course_backbone import weighted_loss
+    from .losses import weighted_loss
 
     loss = weighted_loss(train_table)
     if task is not None:
