@@ -4,12 +4,12 @@
 
 On the data of ``quality.py --mode smoke --seed S`` (generated here if missing: 96 videos x 75
 frames with audio), with the shipped pretrained ``course_face`` tokens, runs
-:func:`course_lib.evaluate.run_ablation` at the course's budget for the mode (no overrides:
+:func:`course_lib.ablation.run_ablation` at the course's budget for the mode (no overrides:
 ``progressive_config(mode)``) once per training seed: baseline (mean-pooled tokens), +
 cross-attention, + AU-GCN, + progressive fusion (stages 1-2), + temporal (stage 3), + audio.
 Prints each configuration's validation P_MTL (mean over the training seeds) with its 95 %
 video-bootstrap interval, then each step's gain over the step before with a *paired* interval
-(:func:`course_lib.evaluate.step_gains`: the same resampled videos on both sides) and a verdict:
+(:func:`course_lib.ablation.step_gains`: the same resampled videos on both sides) and a verdict:
 ``helps`` when the interval lies above 0, ``hurts`` below, ``no clear effect`` otherwise. The
 last line is one JSON object.
 """
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from quality import SETTINGS
+    from course_lib import ablation as ab
     from course_lib import evaluate as ev
+    from course_lib.confidence import format_intervals
     from course_lib.config import cache_dir, get_device
     from course_lib.course_backbone import course_backbone
     from course_lib.data.synth import generate_dataset
@@ -58,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(1)  # small models: one thread is faster than two (as in the notebooks)
     print(f"data {root}; {cb.summary()}; training seeds {args.train_seeds}", flush=True)
-    result = ev.run_ablation(root, args.mode, feats=feats, seeds=args.train_seeds, device=device, n_boot=args.n_boot,
+    result = ab.run_ablation(root, args.mode, feats=feats, seeds=args.train_seeds, device=device, n_boot=args.n_boot,
                              on_row=lambda r: print(f"  {r['configuration']:22s} seed {r['seed']}: P_MTL "
                                                     f"{r['P_MTL']:.3f} ({r['seconds']:.0f} s)", flush=True))
-    gains = ev.step_gains(result, n_boot=args.n_boot)
+    gains = ab.step_gains(result, n_boot=args.n_boot)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\nvalidation, mean over the training seeds [95 % video-bootstrap interval]")
-        print(ev.format_intervals(result.table).to_string(index=False))
+        print(format_intervals(result.table).to_string(index=False))
         print("\nwhat each step adds (paired bootstrap over videos and seeds)")
         shown = gains[["step", "over"]].copy()
         for label in ev.METRIC_LABELS.values():

@@ -1,6 +1,6 @@
 """Can the data loader keep a CPU training step busy? Loader frames/s against model frames/s.
 
-Measures, in one run and on this machine, for ``course_lib.data.abaw.FrameDataset`` frames
+Measures, in one run and on this machine, for ``course_lib.data.datasets.FrameDataset`` frames
 (with a random horizontal flip, the usual cheap augmentation):
 
   loader   frames/s of one shuffled pass of a DataLoader: lazy JPEG decoding with each
@@ -34,7 +34,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from course_lib.data.abaw import FrameDataset, read_mtl_annotations
+from course_lib.data.abaw import read_mtl_annotations
+from course_lib.data.datasets import FrameDataset
 
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 FRAMES_PER_VIDEO = 128

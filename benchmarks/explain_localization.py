@@ -10,7 +10,7 @@ explains the AU head on validation frames with every method of :data:`course_lib
 For each AU and method it reports the mean localisation ratio over the frames where that AU is
 active (clean labels of the generator): the share of the positive attribution inside the AU's
 true region divided by the region's share of the image, 1 = chance
-(:func:`course_lib.explain.localization_scores`). The last line printed is one JSON object:
+(:func:`course_lib.localization.localization_scores`). The last line printed is one JSON object:
 ``method`` (the method with the best mean ratio over the AUs), ``ratio_by_au`` (its 12 ratios;
 ``null`` for an AU never active in the frames used), ``mean_by_method``, ``pairs_by_au``
 (active frames per AU), the model's validation P_MTL and the timings.
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib import explain
     from course_lib.config import cache_dir, get_device, seed_everything
     from course_lib.data import synth
-    from course_lib.data.abaw import read_mtl_annotations
+    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
+    from course_lib.localization import localization_scores
 
     seed_everything(args.seed)
     start = time.perf_counter()
@@ -82,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{p_mtl:.3f} ({'trained' if im.trained_now else 'cached'}; image model = token model to "
           f"{im.max_difference:.1e}), {t_model:.1f} s", flush=True)
 
-    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
     max_frames = args.max_frames or MAX_FRAMES[args.mode]
     tick = time.perf_counter()
     occlusion = {k: v for k, v in (("window", args.occlusion_window),
                                     ("stride", args.occlusion_stride or args.occlusion_window)) if v}
-    pairs = explain.localization_scores(im.model, root, val, explain.METHODS, max_frames=max_frames,
-                                        min_per_au=args.min_per_au, seed=args.seed, per_pair=True,
-                                        method_kwargs={"occlusion": occlusion}, progress_bar=False)
+    pairs = localization_scores(im.model, root, val, explain.METHODS, max_frames=max_frames,
+                                min_per_au=args.min_per_au, seed=args.seed, per_pair=True,
+                                method_kwargs={"occlusion": occlusion}, progress_bar=False)
     t_explain = time.perf_counter() - tick
     table = pairs.pivot_table(index="au", columns="method", values="ratio", aggfunc="mean")
     table = table.reindex(index=list(explain.AU_NAMES), columns=list(explain.METHODS))

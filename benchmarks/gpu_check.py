@@ -116,7 +116,7 @@ def steps(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str], di
     py = sys.executable
     full = {"COURSE_SMOKE": "0", "COURSE_SCALE": f"{scale_of(args):g}"}
     notebooks = ("00_welcome_and_setup",) if args.dry_run else NOTEBOOKS
-    runner = ("import sys, json; from pathlib import Path; from course_lib.runner import execute_notebook; "
+    runner = ("import sys, json; from pathlib import Path; from course_lib.execution import execute_notebook; "
               "runs = [execute_notebook(Path('notebooks') / f'{n}.ipynb', Path(sys.argv[1]), mode='full') "
               "for n in sys.argv[2:]]; "
               "print(json.dumps({r.name: {'ok': r.ok, 'seconds': round(r.seconds, 1), 'error': r.error} "

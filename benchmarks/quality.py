@@ -49,10 +49,11 @@ SETTINGS = {
 
 def audio_stage(root, stage3_inputs, train, val, config, device) -> dict[str, float]:
     """Stage 3 once more, on the stage-2 features with each frame's audio summary beside them
-    (:func:`course_lib.evaluate.audio_summaries`), as the ``+ audio`` row of the ablation."""
+    (:func:`course_lib.multimodal.audio_summaries`), as the ``+ audio`` row of the ablation."""
     import torch
 
-    from course_lib.evaluate import METRIC_LABELS, audio_summaries, predictions_table, scores
+    from course_lib.evaluate import METRIC_LABELS, predictions_table, scores
+    from course_lib.multimodal import audio_summaries
     from course_lib.progressive import temporal_stage
 
     audio_train, audio_val = audio_summaries(root, train, val)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from course_lib.config import cache_dir, get_device, mode_settings, seed_everything
     from course_lib.course_backbone import course_backbone
-    from course_lib.data.abaw import read_mtl_annotations
+    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
     from course_lib.baselines import hog_baseline, reading_ceiling
     from course_lib.data.synth import generate_dataset, oracle_scores
     from course_lib.features import ensure_features
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     t_progressive = time.perf_counter() - tick
     print(result.scores.round(3).to_string(index=False), flush=True)
 
-    train = read_mtl_annotations(root / "training_set_annotations.txt")
-    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    train = read_mtl_annotations(root / SPLIT_FILES["train"])
+    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
     trivial = do_nothing_scores(train, val)
     oracle = oracle_scores(root, "validation")
     final = result.scores[result.scores.model == "each task from its model"].iloc[-1]

@@ -41,10 +41,9 @@ def build_stand_in(out: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
     import numpy as np
     import pandas as pd
 
-    from course_lib.data.abaw import read_mtl_annotations, write_mtl_annotations
+    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations, write_mtl_annotations
     from course_lib.data.release import export_release_layout, real_video_names
     from course_lib.data.synth import generate_dataset
-    from course_lib.features import SPLIT_FILES
 
     pool_src = generate_dataset(out / "pool-synth", n_videos=12, frames_per_video=100, seed=seed, audio=False,
                                 progress_bar=False)
@@ -127,8 +126,8 @@ def phase_heads(root: Path, epochs: int) -> dict:
 
     from course_lib.course_backbone import course_features
     from course_lib.losses import weighted_loss
-    from course_lib.data.abaw import read_mtl_annotations
-    from course_lib.features import SPLIT_FILES, CachedFrameDataset
+    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
+    from course_lib.features import CachedFrameDataset
     from course_lib.models import MTLConfig, build_model
     from course_lib.train import TrainConfig, fit
 

@@ -42,22 +42,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from course_lib.config import get_device, seed_everything
     from course_lib.losses import weighted_loss
-    from course_lib.data.abaw import FrameDataset, read_mtl_annotations
+    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
+    from course_lib.data.datasets import FrameDataset
     from course_lib.data.synth import ensure_course_data
     from course_lib.models import MTLConfig, build_model
-    from course_lib.train import TrainConfig, _precision, fit
+    from course_lib.train import TrainConfig, fit, step_precision
 
     seed_everything(0)
     device = get_device()
     root = ensure_course_data("smoke", progress_bar=False)
-    table = read_mtl_annotations(root / "training_set_annotations.txt")
+    table = read_mtl_annotations(root / SPLIT_FILES["train"])
     n = args.batch * (args.steps + 2)
     frames = FrameDataset(table, root, preload=True)
     data = Subset(frames, [i % len(frames) for i in range(n)])
     config = MTLConfig(backbone=args.backbone, image_size=112, freeze_backbone=False, dim=128, depth=2,
                        backbone_kwargs={"output_stride": 16})
     model = build_model(config, table).to(device)
-    precision = _precision(TrainConfig(), device)
+    precision = step_precision(TrainConfig(), device)
 
     # bare backbone: forward + backward on the same images, same precision and memory format
     backbone = model.backbone

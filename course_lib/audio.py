@@ -37,11 +37,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data.abaw import FrameLabels
+from .config import cache_dir
+from .data.datasets import FrameLabels
+from .data.synth import dataset_fingerprint, load_ground_truth, read_metadata
 from .data.voice import SAMPLE_RATE, read_wav
-from .features import CachedFeatures, _Rows
+from .features import CachedFeatures, FeatureRows
 from .files import atomic_write
 from .labels import AU_NAMES, EXPR_NAMES
+from .progress import progress
 
 #: Seed 003's log-Mel settings: 64 bands, 20 ms window, 10 ms hop.
 N_MELS: int = 64
@@ -158,8 +161,6 @@ def _fps_of(root: Path, fps: float | dict[str, float] | None, video: str) -> flo
         return float(fps[video])
     if fps is not None:
         return float(fps)
-    from .data.synth import read_metadata
-
     try:
         return float(read_metadata(root)["fps"])
     except FileNotFoundError:
@@ -187,9 +188,6 @@ def video_log_mel(root: Path | str, video: str, *, sample_rate: int = SAMPLE_RAT
 def audio_cache_dir(root: Path | str, *, sample_rate: int = SAMPLE_RATE, n_mels: int = N_MELS,
                     win_ms: float = WIN_MS, hop_ms: float = HOP_MS, create: bool = True) -> Path:
     """``cache_dir("audio", key)``: the key joins the settings and the data set's fingerprint."""
-    from .config import cache_dir
-    from .data.synth import dataset_fingerprint
-
     key = (f"logmel{_CACHE_FORMAT}-{n_mels}mel-{win_ms:g}ms-{hop_ms:g}ms-{sample_rate}Hz-"
            f"{dataset_fingerprint(root)}")
     return cache_dir("audio", key, create=create)
@@ -212,8 +210,6 @@ def audio_features(root: Path | str, table: pd.DataFrame, *, context: int = CONT
     ``normalize=(mean, std)`` from :func:`band_stats` of the *training* rows standardises each
     Mel band (:func:`normalize_bands`); without it the windows are raw dB.
     """
-    from .progress import progress
-
     root = Path(root)
     if "video" not in table.columns or "frame" not in table.columns:
         raise ValueError("the table needs 'video' and 'frame' columns: build it with read_mtl_annotations")
@@ -277,8 +273,6 @@ def occlusion_flags(root: Path | str, table: pd.DataFrame) -> dict[str, np.ndarr
     Only SynthAffWild knows these (``ground_truth/<video>.npz``); a real copy raises
     ``FileNotFoundError``.
     """
-    from .data.synth import load_ground_truth
-
     table = table.reset_index(drop=True)
     flags = {k: np.zeros(len(table), dtype=bool) for k in ("eyes", "mouth", "talking")}
     for video, rows in table.groupby("video", sort=False).indices.items():
@@ -303,7 +297,7 @@ class AudioVisualDataset(FrameLabels):
     ``table`` by image name) or a tensor (len(table), C) in table order (e.g. features of
     edited frames); ``audio`` is :func:`audio_features` of the same ``table``, in its order.
     Either may be ``None`` for a one-modality model. Labels, masks and ``index`` are those of
-    :class:`~course_lib.data.abaw.FrameDataset`, so ``fit(model, loader,
+    :class:`~course_lib.data.datasets.FrameDataset`, so ``fit(model, loader,
     input_key=("pooled", "audio"))`` trains an :class:`AudioVisualModel`.
     """
 
@@ -313,7 +307,7 @@ class AudioVisualDataset(FrameLabels):
         n = len(self.table)
         self.visual: torch.Tensor | None = None
         if isinstance(visual, CachedFeatures):
-            self.visual = _Rows(visual, self.table, ("pooled",), preload=True).data["pooled"]
+            self.visual = FeatureRows(visual, self.table, ("pooled",), preload=True).data["pooled"]
         elif visual is not None:
             self.visual = torch.as_tensor(visual, dtype=torch.float32)
         if self.visual is not None and (self.visual.ndim != 2 or len(self.visual) != n):

@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .data.abaw import FRAMES_FOLDER
+from .data.datasets import label_tensors
+from .data.synth import load_ground_truth
 from .labels import AU_NAMES
-from .metrics import N_AU
+from .metrics import N_AU, p_mtl
 
 #: HOG layout on a 112 px face: 8 px cells, 2 x 2 cells per block, 9 orientations (OpenFace's choice).
 HOG_SETTINGS: dict[str, Any] = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block": (2, 2)}
@@ -40,8 +43,6 @@ def hog_features(table: pd.DataFrame, root: str | os.PathLike) -> np.ndarray:
     """HOG descriptors (N, D) of the grey-level frames of ``table`` under ``root/cropped_aligned``."""
     from PIL import Image
     from skimage.feature import hog
-
-    from .data.abaw import FRAMES_FOLDER
 
     folder = Path(root) / FRAMES_FOLDER
     out = []
@@ -57,9 +58,7 @@ def hog_features(table: pd.DataFrame, root: str | os.PathLike) -> np.ndarray:
 def _predict_tasks(make_classifier, make_regressor, x_train: np.ndarray, train: pd.DataFrame,
                    x_eval: np.ndarray) -> dict[str, np.ndarray]:
     """Fit one model per output on the labelled training rows; predict VA, EXPR and the AUs."""
-    from .data.abaw import _label_tensors
-
-    lab = {k: v.numpy() for k, v in _label_tensors(train).items()}
+    lab = {k: v.numpy() for k, v in label_tensors(train).items()}
     va = np.stack([np.clip(make_regressor().fit(x_train[lab["has_va"]], lab["va"][lab["has_va"], k])
                            .predict(x_eval), -1, 1) for k in range(2)], axis=1)
     expr = make_classifier().fit(x_train[lab["has_expr"]], lab["expr"][lab["has_expr"]]).predict(x_eval)
@@ -75,8 +74,6 @@ def _predict_tasks(make_classifier, make_regressor, x_train: np.ndarray, train: 
 
 def score(table: pd.DataFrame, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
     """P_MTL of ``predictions`` (``va`` (N, 2), ``expr`` (N,) class ids, ``au`` (N, 12) 0/1) on ``table``."""
-    from .metrics import p_mtl
-
     return p_mtl(table[["valence", "arousal"]].to_numpy(), predictions["va"], table["expression"].to_numpy(),
                  predictions["expr"], table[list(AU_NAMES)].to_numpy(), predictions["au"])
 
@@ -112,8 +109,6 @@ def hog_baseline(root: str | os.PathLike, train: pd.DataFrame, evaluate: pd.Data
 
 
 def _reading_features(root: str | os.PathLike, table: pd.DataFrame) -> np.ndarray:
-    from .data.synth import load_ground_truth
-
     x = np.zeros((len(table), N_AU + 3), dtype=np.float64)
     frames = table["frame"].to_numpy() - 1
     for video, rows in table.groupby("video", sort=False).indices.items():

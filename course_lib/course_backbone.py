@@ -23,12 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from .config import cache_dir, get_device, mode_settings
+from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.datasets import FrameDataset
+from .data.synth import dataset_fingerprint
+from .features import ensure_features
 from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel, backbone_fingerprint, create_backbone
 from .models.backbones import COURSE_FACE, COURSE_FACE_ARCH, COURSE_FACE_WEIGHTS, Backbone
+from .train import TrainConfig, fit, save_checkpoint
 
 #: The course backbone trained from scratch on the course split, per mode (the comparison of ``02``):
 #: timm name, input size, output stride (token grid), training.
@@ -49,7 +57,7 @@ class CourseBackbone:
     fingerprint: str
     path: Path
     settings: dict[str, Any]
-    history: "pandas.DataFrame"  # noqa: F821
+    history: pd.DataFrame
     scores: dict[str, Any] | None
     seconds: float
     trained_now: bool
@@ -94,8 +102,6 @@ def training_config(settings: dict[str, Any]) -> MTLConfig:
 
 def pretrained_backbone(device: torch.device | str | None = None) -> CourseBackbone | None:
     """The shipped ``course_face`` backbone, frozen, with its model card; None without the file."""
-    import pandas as pd
-
     if not COURSE_FACE_WEIGHTS.exists():
         return None
     start = time.perf_counter()
@@ -122,14 +128,6 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     the cache key includes them and the data's fingerprint, so a different data set trains anew.
     ``seed`` seeds the from-scratch initialisation and batch order.
     """
-    import pandas as pd
-    from torch.utils.data import DataLoader
-    from torchvision.transforms import v2
-
-    from .data.abaw import FrameDataset, read_mtl_annotations
-    from .data.synth import dataset_fingerprint
-    from .train import TrainConfig, fit, save_checkpoint
-
     if not from_scratch:
         pretrained = pretrained_backbone(device)
         if pretrained is not None:
@@ -151,8 +149,8 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
                               settings=settings, history=pd.DataFrame(saved["history"]), scores=saved["scores"],
                               seconds=saved["seconds"], trained_now=False)
 
-    train = read_mtl_annotations(root / "training_set_annotations.txt")
-    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    train = read_mtl_annotations(root / SPLIT_FILES["train"])
+    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
     augment = v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2)])
     train_set = FrameDataset(train, root, transform=augment, preload=True)
     val_set = FrameDataset(val, root, preload=True)
@@ -187,8 +185,6 @@ def course_features(root: Path | str, mode: str = "smoke", *, device: torch.devi
     Every notebook from 03 on starts here: whatever is missing (backbone, features) is
     rebuilt, whatever exists is reused.
     """
-    from .features import ensure_features
-
     cb = course_backbone(root, mode, device=device, progress_bar=progress_bar, from_scratch=from_scratch)
     splits = ("train", "validation", "test") if test else ("train", "validation")
     feats = ensure_features(cb.backbone, root, backbone_fingerprint=cb.fingerprint, splits=splits,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .data.face import Identity, region_mask, render_face
 from .labels import AU_DESCRIPTIONS, AU_NAMES, EXPR_CIRCUMPLEX, EXPR_NAMES
 
 #: One colour per task, used by every figure of the course.
@@ -141,8 +142,6 @@ def au_atlas(identity=None, intensity: float = 1.0, image_size: int = 112):
     """The AU atlas (``01_data``): a neutral face, then each AU alone; below each, what changed
     (absolute difference to neutral) and the AU's ground-truth region outlined on the face."""
     import matplotlib.pyplot as plt
-
-    from .data.face import Identity, region_mask, render_face
 
     identity = identity or Identity()
     neutral, _ = render_face(identity, np.zeros(12), image_size=image_size)

@@ -1,4 +1,4 @@
-"""Explanations of the multi-task model: Captum attributions per task head, checked against AU regions.
+"""Explanations of the multi-task model: Captum attributions per task head.
 
 Taught in ``09_explanations``. Captum explains a model that returns one number per example;
 the course's model returns three heads at once. So the pieces here are:
@@ -11,12 +11,9 @@ the course's model returns three heads at once. So the pieces here are:
 - :func:`attribute`: one (B, H, W) map per image for a head and target, from Saliency,
   Integrated Gradients (plain and with a noise tunnel), GradientSHAP, Occlusion or Grad-CAM,
   or the model's own cross-attention for that output's query.
-- :func:`localization_ratio` and :func:`localization_scores`: how much of the positive
-  attribution falls inside the AU's true region, against chance. SynthAffWild knows where
-  each AU acts in every frame, which no real data set does.
-- :func:`randomized_copies` and :func:`sanity_check`: Adebayo et al. (2018)'s model
-  randomisation test. An explanation that barely changes when the weights are destroyed
-  explains the image (its edges), not the model.
+
+Whether the maps point at the AU's true region is :mod:`course_lib.localization`; whether they
+depend on what the model learned (the model randomisation test) is :mod:`course_lib.randomization`.
 
 Gradients and a frozen backbone: a :class:`~course_lib.models.MultiTaskModel` runs a frozen
 backbone without autograd (cheaper training). Attribution needs the gradient with respect to
@@ -27,28 +24,30 @@ forward pass; the backbone's weights stay frozen (``requires_grad=False``, eval 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2.functional import gaussian_blur
 
+from .config import cache_dir, mode_settings
+from .course_backbone import CourseBackbone, course_features
+from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.datasets import FrameDataset
+from .features import CachedFrameDataset
 from .labels import AU_NAMES, EXPR_NAMES
+from .losses import weighted_loss
+from .models import MTLConfig, MultiTaskModel
 from .models.cross_attention import AU_SLICE, EXPR_SLICE, VA_SLICE, attention_maps
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from .course_backbone import CourseBackbone
-    from .models import MultiTaskModel
+from .train import TrainConfig, fit, save_checkpoint
 
 #: The three task heads of the multi-task model.
 HEADS: tuple[str, ...] = ("au", "expr", "va")
@@ -192,8 +191,8 @@ EXPLAIN_HEADS: dict[str, dict[str, Any]] = {
 class ImageModel:
     """What :func:`course_image_model` returns: the image model and what is known about its heads."""
 
-    model: "MultiTaskModel"
-    course_backbone: "CourseBackbone"
+    model: MultiTaskModel
+    course_backbone: CourseBackbone
     settings: dict[str, Any]
     scores: dict[str, Any] | None
     seconds: float
@@ -210,9 +209,7 @@ class ImageModel:
         return self.course_backbone.backbone.grid_size
 
 
-def _heads_config(token_dim: int, settings: dict[str, Any]):
-    from .models import MTLConfig
-
+def _heads_config(token_dim: int, settings: dict[str, Any]) -> MTLConfig:
     return MTLConfig(token_dim=token_dim, dim=settings["dim"], depth=settings["depth"], heads=settings["heads"],
                      cross_attention=True, gcn=False, dropout=0.1)
 
@@ -229,16 +226,6 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     course backbone's weights in its backbone and the trained heads' weights everywhere else;
     it is returned on ``device`` (default CPU: explanations run per image) in eval mode.
     """
-    from torch.utils.data import DataLoader
-
-    from .config import cache_dir, mode_settings
-    from .course_backbone import course_features
-    from .losses import weighted_loss
-    from .data.abaw import read_mtl_annotations
-    from .features import CachedFrameDataset
-    from .models import MTLConfig, MultiTaskModel
-    from .train import TrainConfig, fit, save_checkpoint
-
     root = Path(root)
     settings = {**mode_settings(EXPLAIN_HEADS, mode), **overrides}
     unknown = set(settings) - set(EXPLAIN_HEADS["smoke"])
@@ -251,8 +238,8 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     key = hashlib.sha256(json.dumps({"backbone": cb.fingerprint, "settings": settings, "seed": seed,
                                      "config": asdict(config)}, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir("explain") / f"heads-{cb.settings['name']}-{key}.pt"
-    train = read_mtl_annotations(root / "training_set_annotations.txt")
-    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    train = read_mtl_annotations(root / SPLIT_FILES["train"])
+    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
 
     torch.manual_seed(seed)
@@ -285,8 +272,6 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     heads.to(device).eval()
 
     # The image model must compute what the heads computed on the cached tokens.
-    from .data.abaw import FrameDataset
-
     rows = list(range(min(8, len(val))))
     images = torch.stack([FrameDataset(val.iloc[rows], root)[i]["image"] for i in range(len(rows))]).to(device)
     tokens = torch.stack([val_set[i]["tokens"] for i in rows]).to(device)
@@ -317,8 +302,6 @@ def baseline_images(images: torch.Tensor, kind: str | float | torch.Tensor = "bl
     if kind == "gray":
         return torch.full_like(images, 0.5)
     if kind == "blur":
-        from torchvision.transforms.v2.functional import gaussian_blur
-
         size = 2 * int(round(3 * sigma)) + 1
         return gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
     raise ValueError(f"unknown baseline {kind!r}: use 'black', 'gray', 'blur', a number or a tensor")
@@ -415,6 +398,7 @@ def attribute(model: nn.Module, images: torch.Tensor, head: str, target: Target 
     explain the AU/EXPR probability instead of the logit. The model runs in eval mode (its
     mode is restored afterwards); results are detached float32 on the images' device.
     """
+    # captum takes about 1.5 s to import: only when something is attributed
     from captum.attr import (GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
                              Occlusion, Saliency)
 
@@ -466,242 +450,7 @@ def attribute(model: nn.Module, images: torch.Tensor, head: str, target: Target 
         model.train(was_training)
 
 
-# --------------------------------------------------------------------------- localisation
-
-
-def localization_ratio(attribution: np.ndarray | torch.Tensor, region: np.ndarray | torch.Tensor) -> float:
-    """Share of the positive attribution inside ``region``, divided by the region's share of the image.
-
-    ``attribution`` (H, W) (negative values are ignored: only evidence *for* the output counts),
-    ``region`` (H, W) bool. 1 = chance (e.g. a uniform map), 1 / share = everything inside,
-    0 = everything outside. NaN when there is no positive attribution at all; an empty or
-    full region raises ``ValueError`` (the ratio is undefined or always 1).
-    """
-    a = torch.as_tensor(attribution, dtype=torch.float64)
-    m = torch.as_tensor(np.asarray(region), dtype=torch.bool) if not torch.is_tensor(region) else region.bool()
-    if a.shape != m.shape:
-        raise ValueError(f"attribution {tuple(a.shape)} and region {tuple(m.shape)} differ in shape")
-    share = float(m.double().mean())
-    if share == 0.0 or share == 1.0:
-        raise ValueError("the region is empty or covers the whole image: the ratio is undefined")
-    positive = a.clamp(min=0)
-    total = float(positive.sum())
-    if total <= 0.0:
-        return float("nan")
-    return float(positive[m.to(a.device)].sum()) / total / share
-
-
-def _sample_frames(active: np.ndarray, max_frames: int | None, seed: int, min_per_au: int = 0) -> np.ndarray:
-    """Rows with an active AU: all, or ``max_frames`` of them drawn at random (``seed``), first
-    ``min_per_au`` frames of each AU (rarest AU first; all of an AU's frames where it has fewer)."""
-    rows = np.flatnonzero(active.any(1))
-    if max_frames is None or len(rows) <= max_frames:
-        return rows
-    rng = np.random.default_rng(seed)
-    chosen: set[int] = set()
-    for au in np.argsort(active.sum(0), kind="stable"):
-        have = sum(bool(active[r, au]) for r in chosen)
-        free = np.setdiff1d(np.flatnonzero(active[:, au]), sorted(chosen))
-        take = min(max(0, min_per_au - have), len(free), max_frames - len(chosen))
-        if take:  # no draw at all when nothing is taken: min_per_au=0 draws exactly as before
-            chosen.update(int(r) for r in rng.choice(free, size=take, replace=False))
-    rest = np.setdiff1d(rows, sorted(chosen))
-    chosen.update(int(r) for r in rng.choice(rest, size=max_frames - len(chosen), replace=False))
-    return np.array(sorted(chosen), dtype=int)
-
-
-def _pairs(root: Path, table: "pd.DataFrame", max_frames: int | None, seed: int, image_size: int,
-           min_per_au: int = 0) -> "pd.DataFrame":
-    """(frame row, AU) pairs of ``table`` where the AU is active (clean labels) and its region is drawn."""
-    import pandas as pd
-
-    from .data.synth import au_region_masks, load_ground_truth
-
-    table = table.reset_index(drop=True)
-    truth = {v: load_ground_truth(root, v) for v in table["video"].unique()}
-    active = np.stack([truth[r.video]["au"][r.frame - 1] for r in table.itertuples()]).astype(bool)
-    rows = _sample_frames(active, max_frames, seed, min_per_au)
-    out = []
-    for row in rows:
-        r = table.iloc[row]
-        masks = au_region_masks(truth[r.video], int(r.frame) - 1, image_size)
-        for au in np.flatnonzero(active[row]):
-            if 0 < masks[au].mean() < 1:
-                out.append({"row": int(row), "image": r.image, "au": AU_NAMES[au], "au_index": int(au),
-                            "region_share": float(masks[au].mean()), "mask": masks[au]})
-    return pd.DataFrame(out)
-
-
-def localization_scores(model: nn.Module, root: Path | str, table: "pd.DataFrame",
-                        methods: Sequence[str] = METHODS, *, max_frames: int | None = None, seed: int = 0,
-                        min_per_au: int = 0, batch_size: int = 16,
-                        method_kwargs: dict[str, dict[str, Any]] | None = None, per_pair: bool = False,
-                        progress_bar: bool = True, **kwargs: Any) -> "pd.DataFrame":
-    """Per AU and method: the mean :func:`localization_ratio` over the frames of ``table`` where the AU is active.
-
-    "Active" comes from the generator's clean labels (``ground_truth/``, not the noisy
-    annotations) and the region from :func:`course_lib.data.synth.au_region_masks`, so this
-    works on SynthAffWild only. Each active (frame, AU) pair is explained with the AU head and
-    that AU as the target. ``max_frames``: a random subset (``seed``) of the frames with an
-    active AU, of which ``min_per_au`` frames per AU where it has that many (rare AUs
-    otherwise get one or two frames of a random draw). ``method_kwargs``: per-method options for :func:`attribute`; ``kwargs``: options
-    for every method. Returns a (12 AUs x methods) table of mean ratios (NaN for an AU never
-    active), or with ``per_pair=True`` one row per (frame, AU, method) with its ratio and the
-    region's share of the image. Timing per method is in ``.attrs["seconds"]``.
-    """
-    import pandas as pd
-
-    from .data.abaw import FrameDataset
-    from .progress import progress
-
-    root = Path(root)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}: use {list(METHODS)}")
-    table = table.reset_index(drop=True)
-    frames = FrameDataset(table, root)
-    image_size = int(frames[0]["image"].shape[-1])
-    pairs = _pairs(root, table, max_frames, seed, image_size, min_per_au)
-    if pairs.empty:
-        raise ValueError("no frame of the table has an active AU with a drawn region")
-    device = next(model.parameters()).device
-    records: list[dict[str, Any]] = []
-    seconds: dict[str, float] = {}
-    steps = [(m, s) for m in methods for s in range(0, len(pairs), batch_size)]
-    for method, start in progress(steps, desc="attributions", disable=not progress_bar):
-        chunk = pairs.iloc[start:start + batch_size]
-        images = torch.stack([frames[int(r)]["image"] for r in chunk["row"]]).to(device)
-        tick = time.perf_counter()
-        maps = attribute(model, images, "au", chunk["au_index"].tolist(), method,
-                         **{**kwargs, **(method_kwargs or {}).get(method, {})}).cpu()
-        seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - tick
-        for m, (_, p) in zip(maps, chunk.iterrows()):
-            records.append({"image": p["image"], "au": p["au"], "method": method,
-                            "ratio": localization_ratio(m, p["mask"]), "region_share": p["region_share"]})
-    long = pd.DataFrame(records)
-    long.attrs["seconds"] = seconds
-    if per_pair:
-        return long
-    wide = long.pivot_table(index="au", columns="method", values="ratio", aggfunc="mean")
-    wide = wide.reindex(index=list(AU_NAMES), columns=list(methods))
-    wide.index.name, wide.columns.name = "AU", "method"
-    wide.attrs["seconds"] = seconds
-    wide.attrs["frames"] = long[long["method"] == methods[0]].groupby("au").size().reindex(list(AU_NAMES)).fillna(0)
-    return wide
-
-
-# --------------------------------------------------------------------------- the sanity check
-
-
-def _stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    """The model's parts from the output down to the pixels, for cascading randomisation."""
-    stages: list[tuple[str, list[nn.Module]]] = []
-    for name in ("au_to_expr", "heads", "graph", "au_nodes", "project"):
-        part = getattr(model, name, None)
-        if part is not None:
-            stages.append((name, [part]))
-    encoder = getattr(model, "encoder", None)
-    if encoder is not None:
-        stages.append(("encoder.norm", [encoder.norm]))
-        for i in reversed(range(len(encoder.blocks))):
-            stages.append((f"encoder.blocks.{i}", [encoder.blocks[i]]))
-        stages.append(("encoder.queries+reducer", [encoder.queries, encoder.reducer]))
-    backbone = getattr(model, "backbone", None)
-    if backbone is not None:
-        parts: list[tuple[str, nn.Module]] = []
-        for name, child in backbone.model.named_children():
-            if isinstance(child, (nn.Sequential, nn.ModuleList)):
-                parts.extend((f"backbone.{name}.{n}", c) for n, c in child.named_children())
-            else:
-                parts.append((f"backbone.{name}", child))
-        parts = [(n, c) for n, c in parts if any(True for _ in c.parameters())]
-        stages.extend((n, [c]) for n, c in reversed(parts))
-    if not stages:
-        raise ValueError("found no parts to randomise in this model")
-    return stages
-
-
-@torch.no_grad()
-def _randomize(modules: Sequence[nn.Module], generator_seed: int) -> None:
-    """Re-initialise every parameter of ``modules`` (their own ``reset_parameters``, else a normal draw)."""
-    torch.manual_seed(generator_seed)
-    for module in modules:
-        covered: set[int] = set()
-        for sub in module.modules():
-            if hasattr(sub, "reset_parameters") and callable(sub.reset_parameters):
-                sub.reset_parameters()
-                covered.update(id(p) for p in sub.parameters(recurse=False))
-        for p in module.parameters():
-            if id(p) not in covered:
-                std = float(p.std()) if p.numel() > 1 else 0.02
-                p.normal_(0.0, std if std > 0 else 0.02)
-
-
-def randomized_copies(model: nn.Module, mode: Literal["cascading", "full"] = "cascading", seed: int = 0
-                      ) -> list[tuple[str, nn.Module]]:
-    """Copies of ``model`` with weights re-initialised at random (Adebayo et al. 2018).
-
-    ``"cascading"``: one copy per stage, randomising from the output down: the heads first,
-    then the cross-attention blocks, ..., the backbone's first layer last; each copy keeps the
-    previous stages randomised. ``"full"``: one copy with every part randomised. Returns
-    ``[(name of the last stage randomised, model), ...]``; the models are in eval mode.
-    """
-    if mode not in ("cascading", "full"):
-        raise ValueError(f"mode={mode!r}: use 'cascading' or 'full'")
-    stages = _stages(model)
-    current = copy.deepcopy(model).eval()
-    if mode == "full":
-        named = dict(_stages(current))
-        _randomize([m for mods in named.values() for m in mods], seed)
-        return [("everything", current)]
-    out = []
-    for i, (name, _) in enumerate(stages):
-        current = copy.deepcopy(current)
-        _randomize(dict(_stages(current))[name], seed + i)
-        out.append((name, current.eval()))
-    return out
-
-
-def rank_correlation(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    """Spearman rank correlation of two maps (ties get their average rank)."""
-    import pandas as pd
-
-    x = pd.Series(np.asarray(a, dtype=np.float64).ravel()).rank().to_numpy()
-    y = pd.Series(np.asarray(b, dtype=np.float64).ravel()).rank().to_numpy()
-    x, y = x - x.mean(), y - y.mean()
-    denom = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / denom) if denom > 0 else float("nan")
-
-
-def sanity_check(model: nn.Module, images: torch.Tensor, head: str, target: Target | Sequence[Target],
-                 methods: Sequence[str] = ("saliency", "integrated_gradients", "grad_cam"), *,
-                 mode: Literal["cascading", "full"] = "cascading", seed: int = 0, sign: Sign = "absolute",
-                 **kwargs: Any) -> tuple["pd.DataFrame", dict[str, dict[str, torch.Tensor]]]:
-    """Model randomisation test: how similar are the attributions of the trained and the randomised model?
-
-    For each copy of :func:`randomized_copies` and each method, the Spearman rank correlation
-    (:func:`rank_correlation`) between its maps and the trained model's maps, averaged over the
-    images. An explanation that depends on what the model learned falls towards 0 as the
-    weights are destroyed; one that stays high reflects the image, not the model. ``sign``
-    defaults to ``"absolute"``, as Adebayo et al. compare magnitudes. Returns the table (rows:
-    ``"trained"`` then the stages; columns: methods) and the maps ``{stage: {method: (B, H, W)}}``.
-    """
-    import pandas as pd
-
-    copies = [("trained", model), *randomized_copies(model, mode, seed)]
-    maps: dict[str, dict[str, torch.Tensor]] = {}
-    rows = []
-    for name, m in copies:
-        maps[name] = {method: attribute(m, images, head, target, method, sign=sign, **kwargs).cpu()
-                      for method in methods}
-        rows.append({"randomised up to": name, **{
-            method: float(np.mean([rank_correlation(a, b) for a, b in zip(maps["trained"][method], maps[name][method])]))
-            for method in methods}})
-    return pd.DataFrame(rows).set_index("randomised up to"), maps
-
-
 __all__ = ["EXPLAIN_HEADS", "HEADS", "HeadOutput", "ImageModel", "METHODS", "METHOD_LABELS", "TARGETS",
            "TargetOutput", "VA_NAMES", "attention_attribution", "attribute", "baseline_images",
-           "course_image_model", "find_feature_layer", "gradients_through_backbone", "localization_ratio",
-           "localization_scores", "randomized_copies", "rank_correlation", "sanity_check", "target_index",
+           "course_image_model", "find_feature_layer", "gradients_through_backbone", "target_index",
            "target_indices"]

@@ -39,15 +39,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from .config import cache_dir, get_device
+from .data.abaw import SPLIT_FILES, TEST_LIST, checked_table, read_mtl_annotations, read_test_list
+from .data.datasets import FrameDataset, FrameLabels, WindowedLabels
+from .data.synth import dataset_fingerprint
 from .files import atomic_write
-from .data.abaw import (TEST_LIST, FrameDataset, FrameLabels, WindowedLabels, _checked_table, read_mtl_annotations,
-                        read_test_list)
 from .progress import progress
 
 What = Literal["tokens", "pooled", "both"]
-#: The annotation file of each split under a data root.
-SPLIT_FILES: dict[str, str] = {"train": "training_set_annotations.txt",
-                               "validation": "validation_set_annotations.txt"}
 
 
 def split_table(root: str | os.PathLike, split: str) -> pd.DataFrame:
@@ -251,7 +249,7 @@ def extract_features(backbone: nn.Module, table: pd.DataFrame, root: str | os.Pa
     returns the :class:`CachedFeatures`. The backbone runs in eval mode under
     ``torch.inference_mode`` on ``device`` (default :func:`course_lib.config.get_device`; the
     module is moved there, its train/eval mode is restored afterwards). Frames come from
-    :class:`course_lib.data.abaw.FrameDataset` without augmentation, resized to
+    :class:`course_lib.data.datasets.FrameDataset` without augmentation, resized to
     ``image_size`` when given. Features are stored as ``dtype`` (float16 or float32).
 
     Resumable: a finished cache returns at once without running the backbone; an interrupted
@@ -263,7 +261,7 @@ def extract_features(backbone: nn.Module, table: pd.DataFrame, root: str | os.Pa
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     np_dtype = _DTYPES[dtype]
-    table = _checked_table(table)
+    table = checked_table(table)
     images = table["image"].astype(str).tolist()
     n = len(images)
     if n == 0:
@@ -364,8 +362,6 @@ def ensure_features(backbone: nn.Module, root: str | os.PathLike, *, backbone_fi
     :func:`~course_lib.data.synth.dataset_fingerprint` of ``root``, ``image_size``); frames are
     resized to ``image_size``. Returns ``{split: CachedFeatures}``.
     """
-    from .data.synth import dataset_fingerprint
-
     root = Path(root)
     unknown = [s for s in splits if s not in (*SPLIT_FILES, "test")]
     if unknown:
@@ -380,8 +376,14 @@ def ensure_features(backbone: nn.Module, root: str | os.PathLike, *, backbone_fi
 # --------------------------------------------------------------------------- datasets
 
 
-class _Rows:
-    """The features of a table's rows: in RAM as float32 tensors (``preload``) or read from the memmaps."""
+class FeatureRows:
+    """The cached features of a table's rows: in RAM as float32 tensors (``preload``) or read from the memmaps.
+
+    The input side of the datasets over cached features (:class:`CachedFrameDataset`,
+    :class:`CachedWindowDataset`, :class:`course_lib.audio.AudioVisualDataset`): rows are matched
+    to ``features`` by image name (a frame missing from the cache raises ``ValueError``), ``parts``
+    names ``"tokens"`` and/or ``"pooled"``, ``preload=None`` preloads up to :data:`PRELOAD_LIMIT`.
+    """
 
     def __init__(self, features: CachedFeatures, table: pd.DataFrame, parts: tuple[str, ...],
                  preload: bool | None) -> None:
@@ -414,7 +416,7 @@ def _parts(what: str) -> tuple[str, ...]:
 
 
 class CachedFrameDataset(FrameLabels):
-    """One frame per item, like :class:`~course_lib.data.abaw.FrameDataset`, with features instead of images.
+    """One frame per item, like :class:`~course_lib.data.datasets.FrameDataset`, with features instead of images.
 
     Item ``i`` (row ``i`` of ``table``, index reset): ``tokens`` float32 (N, C) and/or
     ``pooled`` (C,) (``what``), ``va``, ``expr``, ``au``, ``has_va``, ``has_expr``, ``has_au``
@@ -431,7 +433,7 @@ class CachedFrameDataset(FrameLabels):
         self._init_labels(table)
         self.features = features
         self.what = what
-        self._rows = _Rows(features, self.table, _parts(what), preload)
+        self._rows = FeatureRows(features, self.table, _parts(what), preload)
 
     def _inputs(self, i: int) -> dict[str, Any]:
         return self._rows.get(i)
@@ -440,7 +442,7 @@ class CachedFrameDataset(FrameLabels):
 class CachedWindowDataset(WindowedLabels):
     """Windows of consecutive frames of one video over cached features, for temporal heads.
 
-    The windows are those of :class:`~course_lib.data.abaw.SequenceDataset` with the same
+    The windows are those of :class:`~course_lib.data.datasets.SequenceDataset` with the same
     ``table``, ``window``, ``stride`` and ``pad`` (the same code builds them): frame order
     within a video, never crossing videos, padding repeats the last frame. Rows are matched to
     the cache by image name, and preloaded (or not) as in :class:`CachedFrameDataset`.
@@ -455,11 +457,11 @@ class CachedWindowDataset(WindowedLabels):
         self._init_windows(table, window, stride, pad)
         self.features = features
         self.what = what
-        self._rows = _Rows(features, self.table, _parts(what), preload)
+        self._rows = FeatureRows(features, self.table, _parts(what), preload)
 
     def _inputs(self, rows: np.ndarray) -> dict[str, Any]:
         return self._rows.get(rows)
 
 
-__all__ = ["CachedFeatures", "CachedFrameDataset", "CachedWindowDataset", "PRELOAD_LIMIT", "SPLIT_FILES", "describe",
-           "ensure_features", "extract_features", "feature_key", "split_table"]
+__all__ = ["CachedFeatures", "CachedFrameDataset", "CachedWindowDataset", "FeatureRows", "PRELOAD_LIMIT", "SPLIT_FILES",
+           "describe", "ensure_features", "extract_features", "feature_key", "split_table"]

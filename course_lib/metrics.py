@@ -17,12 +17,15 @@ class absent from the evaluated frames costs its share of the mean.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .labels import AU_NAMES, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 N_AU: int = len(AU_NAMES)
 N_EXPR: int = len(EXPR_NAMES)
@@ -321,17 +324,28 @@ def tune_au_thresholds(au_true: ArrayLike, au_prob: ArrayLike,
     return best
 
 
-def do_nothing_scores(train_table, eval_table, *, au_threshold: float = 0.5) -> dict[str, Any]:
+def do_nothing_predictions(train_table: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a model that learned nothing predicts for ``n`` frames: ``(va (n, 2), expression (n,), au (n, 12))``.
+
+    The training mean for valence and arousal, the training majority class and every AU present,
+    from the labelled rows of ``train_table`` (an annotation table). The one definition of the
+    floor: :func:`do_nothing_scores` scores it, :func:`course_lib.evaluate.floor_table` tabulates it.
+    """
+    va_mean = train_table.loc[train_table["has_va"], ["valence", "arousal"]].mean().to_numpy()
+    majority = int(train_table.loc[train_table["has_expr"], "expression"].mode()[0])
+    return np.tile(va_mean, (n, 1)), np.full(n, majority), np.ones((n, N_AU))
+
+
+def do_nothing_scores(train_table: pd.DataFrame, eval_table: pd.DataFrame, *, au_threshold: float = 0.5
+                      ) -> dict[str, Any]:
     """P_MTL of a model that learned nothing: the floor every result is read against.
 
     Taught in ``01_data``. It predicts the training mean for valence and arousal (a constant,
     so CCC 0), the training majority class for every frame, and every AU present (the best
-    constant for F1, which scores 2p / (1 + p) per AU). Both arguments are annotation tables
-    (:func:`course_lib.data.abaw.read_mtl_annotations`); missing labels are left out as usual.
+    constant for F1, which scores 2p / (1 + p) per AU): :func:`do_nothing_predictions`. Both
+    arguments are annotation tables (:func:`course_lib.data.abaw.read_mtl_annotations`); missing
+    labels are left out as usual.
     """
-    n = len(eval_table)
-    va_mean = train_table.loc[train_table["has_va"], ["valence", "arousal"]].mean().to_numpy()
-    majority = int(train_table.loc[train_table["has_expr"], "expression"].mode()[0])
-    return p_mtl(eval_table[["valence", "arousal"]].to_numpy(), np.tile(va_mean, (n, 1)),
-                 eval_table["expression"].to_numpy(), np.full(n, majority),
-                 eval_table[list(AU_NAMES)].to_numpy(), np.ones((n, N_AU)), au_threshold=au_threshold)
+    va, expr, au = do_nothing_predictions(train_table, len(eval_table))
+    return p_mtl(eval_table[["valence", "arousal"]].to_numpy(), va, eval_table["expression"].to_numpy(), expr,
+                 eval_table[list(AU_NAMES)].to_numpy(), au, au_threshold=au_threshold)

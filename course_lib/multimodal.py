@@ -1,8 +1,9 @@
 """Training seed 003's audio-visual temporal model on cached features and audio windows.
 
 Taught in ``07_multimodal_audio`` (section 7, where the loop is written out); used by ``08``'s
-ablation for its "seed 003 assembled" row. The model and its window dataset live in
-:mod:`course_lib.models.audiovisual`.
+ablation (:mod:`course_lib.ablation`) for its "seed 003 assembled" row. The model and its window
+dataset live in :mod:`course_lib.models.audiovisual`. :func:`audio_summaries` are the fixed
+per-frame audio summaries that the ablation's ``+ audio`` step puts beside each frame's features.
 """
 
 from __future__ import annotations
@@ -60,4 +61,23 @@ def train_audiovisual(windows: dict[str, AudioVisualWindowDataset], train: pd.Da
     return out
 
 
-__all__ = ["INPUTS", "audiovisual_windows", "train_audiovisual"]
+def audio_summary(root: str | Path, table: pd.DataFrame, normalize: tuple[torch.Tensor, torch.Tensor]
+                  ) -> torch.Tensor:
+    """Per frame, the mean and standard deviation over time of each Mel band of its audio window: ``(N, 128)``.
+
+    ``normalize`` is :func:`course_lib.audio.band_stats` of the *training* windows. A fixed summary
+    (no CNN): the temporal model of stage 3 learns what to make of it, next to the visual features.
+    """
+    windows = audio_features(root, table, normalize=normalize)
+    return torch.cat([windows.mean(dim=2), windows.std(dim=2)], dim=1)
+
+
+def audio_summaries(root: str | Path, train: pd.DataFrame, *tables: pd.DataFrame) -> tuple[torch.Tensor, ...]:
+    """:func:`audio_summary` of the training frames and of each of ``tables`` (validation, test), all
+    normalised with the training split's band statistics: what the ``+ audio`` stage puts beside
+    each frame's features."""
+    stats = band_stats(audio_features(root, train))
+    return tuple(audio_summary(root, table, stats) for table in (train, *tables))
+
+
+__all__ = ["INPUTS", "audio_summaries", "audio_summary", "audiovisual_windows", "train_audiovisual"]

@@ -41,10 +41,13 @@ from torch import nn
 
 from .config import cache_dir, get_device
 from .data.corpus import CORPUS_SEED, EYE_AUS, MOUTH_AUS, Corpus, CorpusSpec, build_corpus
+from .data.synth import generate_dataset
 from .files import atomic_write
 from .labels import AU_NAMES
 from .models.backbones import COURSE_FACE, COURSE_FACE_ARCH, Backbone, create_backbone
 from .probes import au_probe, course_au_probe, course_probe_set, pooled_features
+from .progress import progress
+from .train import save_checkpoint
 
 #: The architecture of the course backbone (one for every mode).
 ARCHITECTURE: dict[str, Any] = {"name": COURSE_FACE_ARCH["timm_name"], "image_size": COURSE_FACE_ARCH["image_size"],
@@ -168,9 +171,6 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
     ``init``: a finished run's folder to continue from (its weights, a fresh learning-rate
     schedule); the card then counts both runs' frames and time and gives both commands.
     """
-    from .progress import progress
-    from .train import save_checkpoint
-
     out = Path(out)
     settings = {**PRETRAIN_SIZES[size], **overrides, "seed": seed, "architecture": ARCHITECTURE}
     before = None
@@ -311,8 +311,6 @@ def write_release(out: Path, backbone: Backbone, settings: dict, history: list[d
                     if "probe_r2" in h or i % max(1, len(history) // 400) == 0 or i == len(history) - 1],
     }
     if settings.get("course_probe"):
-        from .data.synth import generate_dataset
-
         root = generate_dataset(cache_dir("probe") / f"synth-probe-{COURSE_PROBE_SEED}", n_videos=60,
                                 frames_per_video=30, seed=COURSE_PROBE_SEED, progress_bar=False,
                                 overwrite=True)  # a private folder: another generator version replaces it

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.datasets import decode_frame
+from .data.synth import load_ground_truth
 from .labels import AU_NAMES
 
 
@@ -130,8 +133,6 @@ def identity_probe(features: np.ndarray, identity: np.ndarray, *, seed: int = 0)
 
 def true_au_intensities(root: Path | str, table) -> np.ndarray:
     """The generator's AU intensities (N, 12) for the rows of an annotation ``table`` (SynthAffWild only)."""
-    from .data.synth import load_ground_truth
-
     out = np.zeros((len(table), len(AU_NAMES)), dtype=np.float32)
     for video, rows in table.groupby("video", sort=False).indices.items():
         gt = load_ground_truth(root, video)
@@ -146,9 +147,6 @@ def course_probe_set(root: Path | str) -> dict[str, dict[str, np.ndarray]]:
     people the probe never saw. Returns ``{"train": {...}, "validation": {...}}`` with keys
     ``pixels`` (uint8), ``au`` (intensities) and ``video``.
     """
-    from .data.abaw import decode_frame, read_mtl_annotations
-    from .features import SPLIT_FILES
-
     root = Path(root)
     out = {}
     for split, name in SPLIT_FILES.items():

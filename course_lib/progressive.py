@@ -1,6 +1,6 @@
 """Progressive multi-task training, after seed 001 (ABAW7 winner): separate, joint, temporal.
 
-Taught in ``05_progressive_training``; ``python -m course_lib.train --config ...`` runs the same
+Taught in ``05_progressive_training``; ``python -m course_lib.progressive --config ...`` runs the same
 stages outside notebooks (and under ``torchrun`` on several GPUs).
 
 - **Stage 1, separate**: one :class:`~course_lib.models.MultiTaskModel` per task, each trained
@@ -25,23 +25,33 @@ stage's validation scores measured in that run (:class:`ProgressiveResult`).
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+import torch.distributed as dist
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import mode_settings
+from .config import get_device, mode_settings, repo_root, seed_everything
+from .course_backbone import course_features
+from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.synth import ensure_course_data
+from .features import CachedFrameDataset
+from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel, build_model
+from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
 from .train import TrainConfig, TrainResult, fit, predict, score
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 TASKS = ("au", "expr", "va")
 STAGES = ("stage1", "stage2", "stage3")
@@ -88,10 +98,8 @@ def progressive_config(mode: str = "smoke", **overrides: Any) -> ProgressiveConf
     return ProgressiveConfig(**{**mode_settings(PROGRESSIVE, mode), **overrides})
 
 
-def task_loss(train_table: "pd.DataFrame", task: str | None = None) -> nn.Module:
+def task_loss(train_table: pd.DataFrame, task: str | None = None) -> nn.Module:
     """The weighted multi-task loss (course backbone's weights); with ``task``, that task only."""
-    from .losses import weighted_loss
-
     loss = weighted_loss(train_table)
     if task is not None:
         if task not in TASKS:
@@ -148,8 +156,8 @@ class FusionModel(nn.Module):
 class ProgressiveResult:
     """What :func:`run_progressive` measured: per-stage scores, histories, models, predictions."""
 
-    scores: "pd.DataFrame"  # one row per stage (and per task model in stage 1)
-    histories: dict[str, "pd.DataFrame"]
+    scores: pd.DataFrame  # one row per stage (and per task model in stage 1)
+    histories: dict[str, pd.DataFrame]
     models: dict[str, nn.Module]
     predictions: dict[str, dict[str, np.ndarray]]  # per stage, validation predictions per frame
     config: ProgressiveConfig
@@ -180,7 +188,7 @@ def stage_features(model: FusionModel, loader, device: torch.device | str) -> to
     return torch.cat(chunks)
 
 
-def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFrame", val: "pd.DataFrame",
+def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: pd.DataFrame, val: pd.DataFrame,
                    config: ProgressiveConfig, device: torch.device | str, *, out_dir: Path | str | None = None,
                    progress_bar: bool = False, on_epoch: Callable[[str, dict], None] | None = None,
                    train_predictions: bool = False,
@@ -195,10 +203,8 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: "pd.DataFr
     predictions}, "runs": {task: {"model", "result", "seconds", "kind", "window"}}}`` and, with
     ``train_predictions``, ``"train"`` (the same on the training windows, e.g. to tune thresholds);
     ``test=(features, table)`` adds ``"test"``, the same on the test list's frames. Used by
-    :func:`run_progressive` and by the ablations of :mod:`course_lib.evaluate` (+ audio).
+    :func:`run_progressive` and by the ablations of :mod:`course_lib.ablation` (+ audio).
     """
-    from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
-
     out_dir = Path(out_dir) if out_dir is not None else None
     mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
     f_train, f_val = (f_train - mean) / std, (f_val - mean) / std
@@ -258,13 +264,6 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     With stage 3, ``extra["stage3_inputs"]`` holds its input, the stage-2 model's features of the
     training and validation frames (:func:`stage_features`), for further stage-3 variants.
     """
-    import pandas as pd
-
-    from .config import get_device
-    from .data.abaw import read_mtl_annotations
-    from .features import CachedFrameDataset
-    from .models.temporal import per_task_predictions
-
     unknown = [s for s in stages if s not in STAGES]
     if unknown or list(stages) != list(STAGES[:len(stages)]):
         raise ValueError(f"stages must be a prefix of {STAGES}, got {tuple(stages)}")
@@ -273,11 +272,9 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     device = torch.device(device) if device is not None else get_device()
     out_dir = Path(out_dir) if out_dir is not None else None
     if feats is None:
-        from .course_backbone import course_features
-
         _, feats = course_features(root, mode, device=device, progress_bar=progress_bar)
-    train = read_mtl_annotations(root / "training_set_annotations.txt")
-    val = read_mtl_annotations(root / "validation_set_annotations.txt")
+    train = read_mtl_annotations(root / SPLIT_FILES["train"])
+    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
     train_set = CachedFrameDataset(feats["train"], train, what="tokens")
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
     val_loader = DataLoader(val_set, batch_size=256)
@@ -362,3 +359,113 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
 
 __all__ = ["PROGRESSIVE", "STAGES", "TASKS", "FusionModel", "ProgressiveConfig", "ProgressiveResult",
            "progressive_config", "run_progressive", "stage_features", "task_loss", "temporal_stage"]
+
+
+# --------------------------------------------------------------------------- command line
+
+RUN_KEYS = {"data": "smoke", "mode": None, "stages": ["stage1", "stage2", "stage3"], "out": None, "device": "auto",
+            "progressive": {}, "seed": 0}
+
+
+def read_run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A run configuration (YAML) for :func:`main`, checked: unknown keys and bad values name the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such run configuration (see configs/ for examples)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    lines = {key: i + 1 for i, line in enumerate(path.read_text().splitlines())
+             for key in [line.split(":", 1)[0].strip()] if ":" in line}
+
+    def fail(key: str, problem: str) -> None:
+        raise ValueError(f"{path}, line {lines.get(key, '?')}: {problem}")
+
+    for key in raw:
+        if key not in RUN_KEYS:
+            fail(key, f"unknown setting {key!r}; known: {', '.join(RUN_KEYS)}")
+    run = {**RUN_KEYS, **raw}
+    fields = set(ProgressiveConfig.__dataclass_fields__)
+    for key in run["progressive"] or {}:
+        if key not in fields:
+            fail(key, f"unknown progressive setting {key!r}; known: {', '.join(sorted(fields))}")
+    stages = list(run["stages"])
+    if stages != list(STAGES[:len(stages)]) or not stages:
+        fail("stages", f"stages must be a prefix of {list(STAGES)}, got {stages}")
+    mode = run["mode"] or (run["data"] if run["data"] in ("smoke", "full") else "smoke")
+    if mode not in ("smoke", "full"):
+        fail("mode", f"mode must be smoke or full, got {mode!r}")
+    run.update(mode=mode, stages=stages, progressive=dict(run["progressive"] or {}))
+    run["out"] = run["out"] or f"build/runs/{path.stem}"
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_lib.progressive --config CONFIG.yaml``: progressive training outside notebooks.
+
+    Under ``torchrun --nproc_per_node=N -m course_lib.progressive ...`` every process trains with
+    DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 prepares the data, the course
+    backbone and the cached features first, and writes the checkpoints and the scores.
+    """
+    parser = argparse.ArgumentParser(prog="python -m course_lib.progressive", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a YAML run configuration (see configs/)")
+    args = parser.parse_args(argv)
+    try:
+        run = read_run_config(args.config)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if run["device"] == "auto":
+        device = get_device()
+    else:
+        device = torch.device(run["device"])
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    seed_everything(run["seed"])
+    out = Path(run["out"])
+    out = out if out.is_absolute() else repo_root() / out
+    say = print if rank == 0 else (lambda *a, **k: None)
+    try:
+        def prepare():
+            data = run["data"]
+            root = ensure_course_data(data, progress_bar=rank == 0) if data in ("smoke", "full") else Path(data)
+            _, feats = course_features(root, run["mode"], device=device, progress_bar=rank == 0)
+            return root, feats
+
+        if rank == 0:
+            root, feats = prepare()
+        if world > 1:
+            dist.barrier()
+        if rank != 0:
+            root, feats = prepare()  # everything is cached now: only loads
+        config = progressive_config(run["mode"], **run["progressive"], seed=run["seed"])
+        say(f"training {', '.join(run['stages'])} on {root} ({run['mode']} settings), {world} process(es) on "
+            f"{device}; checkpoints in {out}")
+        result = run_progressive(root, run["mode"], config=config, feats=feats, device=device,
+                                 stages=tuple(run["stages"]), out_dir=out, progress_bar=rank == 0)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            result.scores.to_csv(out / "scores.csv", index=False)
+            (out / "scores.json").write_text(json.dumps({"scores": result.scores.to_dict("records"),
+                                                         "seconds": result.seconds, **result.extra}, indent=1,
+                                                        default=str))
+            say(result.scores.round(3).to_string(index=False))
+            say(f"scores written to {out / 'scores.csv'} ({result.seconds:.1f} s)")
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Run the whole course headlessly: data, every notebook with papermill, slides, pages, a table.
 
 This is ``make course`` (``python -m course_lib.runner``); the notebook tests call
-:func:`execute_notebook` too, so CI runs notebooks exactly as the course does. Executed
+:func:`course_lib.execution.execute_notebook` too, so CI runs notebooks exactly as the course does. Executed
 copies go to ``build/notebooks/`` with ``course_report.json`` (times, machine); the slides to
 ``build/slides/``; the executed notebooks as offline web pages to ``build/html/``. The
 sources are never touched.
@@ -13,96 +13,18 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CourseSetupError, Mode, build_dir, data_dir, resolve_mode
+from .config import CourseSetupError, Mode, build_dir, course_scale, data_dir, resolve_mode
 from .course_map import course_notebooks, notebooks_dir
-
-#: Per-cell time limit (seconds) by mode: smoke cells are meant to take seconds.
-CELL_TIMEOUT: dict[str, int] = {"smoke": 600, "full": 3600}
-
-
-@dataclass
-class NotebookRun:
-    """The outcome of executing one notebook."""
-
-    name: str
-    mode: Mode
-    seconds: float
-    ok: bool
-    error: str | None
-    output: Path
-
-    @property
-    def status(self) -> str:
-        return "ok" if self.ok else f"FAILED: {self.error}"
-
-
-def check_kernel(kernel: str) -> None:
-    """Raise a one-line :class:`CourseSetupError` when the Jupyter kernel is not installed."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        KernelSpecManager().get_kernel_spec(kernel)
-    except NoSuchKernel:
-        raise CourseSetupError(
-            f"Jupyter kernel {kernel!r} is not installed: run "
-            f"'.venv/bin/python -m ipykernel install --sys-prefix --name {kernel}' "
-            "or use the default KERNEL=python3"
-        ) from None
-
-
-def _describe_failure(exc: Exception, source: Path) -> str:
-    """Name the cell that failed (its number in the source notebook and first line) and the error."""
-    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
-    where = ""
-    failed_source = getattr(exc, "source", None)
-    if failed_source is not None:
-        import nbformat
-
-        cells = nbformat.read(source, as_version=4).cells
-        number = next((i for i, c in enumerate(cells, start=1) if c.source == failed_source), None)
-        first = next((ln.strip() for ln in failed_source.splitlines() if ln.strip()), "")
-        where = (f"cell {number} of {len(cells)}" if number else "injected parameters cell")
-        where += f" ({first[:60]!r}): "
-    message = str(evalue).strip().splitlines()[-1] if str(evalue).strip() else ""
-    return f"{where}{ename}: {message}"[:300]
-
-
-def execute_notebook(source: Path, out_dir: Path, *, mode: Mode, kernel: str = "python3",
-                     cell_timeout: int | None = None, parameters: dict | None = None) -> NotebookRun:
-    """Execute ``source`` with papermill into ``out_dir``; the returned record says how it went.
-
-    The notebook runs in its own folder with ``SMOKE`` injected and ``COURSE_HEADLESS=1``, so
-    progress bars print text. A failing cell does not raise: the record names it.
-    """
-    import papermill as pm
-
-    source, out_dir = Path(source), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    output = out_dir / source.name
-    params = {"SMOKE": mode == "smoke", **(parameters or {})}
-    os.environ["COURSE_HEADLESS"] = "1"
-    start = time.perf_counter()
-    error = None
-    try:
-        pm.execute_notebook(
-            str(source), str(output), parameters=params, kernel_name=kernel,
-            cwd=str(source.parent), execution_timeout=cell_timeout or CELL_TIMEOUT[mode],
-            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no start-up chatter in the log
-        )
-    except Exception as exc:  # papermill's error, a cell time-out, a dead kernel
-        error = _describe_failure(exc, source)
-    return NotebookRun(name=source.stem, mode=mode, seconds=time.perf_counter() - start,
-                       ok=error is None, error=error, output=output)
-
+from .data.synth import ensure_course_data
+from .execution import NotebookRun, check_kernel, execute_notebook
+from .files import atomic_write
+from .pages import export_pages
+from .slides import build_decks
 
 def prepare_course_data(mode: Mode) -> Path:
     """Generate (or reuse) the data the notebooks need: SynthAffWild for ``mode``, or a real copy."""
-    from .data.synth import ensure_course_data
-
     data_dir(create=True)  # a one-line error for an unwritable folder, before any work
     start = time.perf_counter()
     root = ensure_course_data(mode, audio=True)
@@ -141,9 +63,6 @@ def write_report(runs: list[NotebookRun], out_dir: Path) -> Path:
     import json
     from datetime import date
 
-    from .files import atomic_write
-
-    from .config import course_scale
 
     report = {"date": date.today().isoformat(), "machine": machine_description(),
               **({"scale": course_scale()} if course_scale() < 1 else {}),
@@ -172,8 +91,6 @@ def times_markdown(report: dict) -> str:
 def record_times(target: Path, reports: list[Path]) -> None:
     """Write the tables of ``reports`` between the times markers of ``target`` (the instructor guide)."""
     import json
-
-    from .files import atomic_write
 
     text = Path(target).read_text(encoding="utf-8")
     if TIMES_START not in text or TIMES_END not in text:
@@ -214,15 +131,11 @@ def run_course(mode: str = "auto", *, notebooks: Path | None = None, out_dir: Pa
         return runs
     write_report(runs, out_dir)
     if slides:
-        from .slides import build_decks
-
         start = time.perf_counter()
         decks = build_decks(executed=out_dir, mode=resolved)
         print(f"slides: {len(decks)} decks in {build_dir() / 'slides'} "
               f"({time.perf_counter() - start:.1f} s)", flush=True)
     if pages:
-        from .pages import export_pages
-
         start = time.perf_counter()
         html_dir = Path(html_dir) if html_dir is not None else build_dir() / "html"
         exported = export_pages(out_dir, html_dir)

@@ -20,7 +20,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import build_dir, repo_root
+from . import diagrams
+from .config import build_dir, repo_root, resolve_mode
+from .course_map import notebooks_dir
+from .diagrams import figure_to_png
+from .execution import execute_notebook
+from .files import atomic_write
 
 _FIGURE = re.compile(r"!\[([^\]]*)\]\(figure:([a-z_]+)\)")
 _NOTEBOOK_FIGURE = re.compile(r"!\[([^\]]*)\]\(notebook:(\d\d_[a-z0-9_]+)/([a-z0-9-]+)\)")
@@ -33,8 +38,6 @@ class SlideError(ValueError):
 
 
 def _figures() -> dict[str, Callable[[], object]]:
-    from . import diagrams
-
     return {"pipeline_diagram": diagrams.pipeline_diagram, "task_panels": diagrams.task_panels,
             "au_atlas": diagrams.au_atlas}
 
@@ -116,8 +119,6 @@ def _markdown(text: str) -> str:
 
 
 def _embed_figures(text: str, cache: dict[str, str]) -> str:
-    from .diagrams import figure_to_png
-
     figures = _figures()
 
     def replace(match: re.Match) -> str:
@@ -199,8 +200,6 @@ class ExecutedNotebooks:
     def get(self, name: str, source: str = "<deck>"):
         import nbformat
 
-        from .course_map import notebooks_dir
-
         if name in self._loaded:
             return self._loaded[name]
         original = notebooks_dir() / f"{name}.ipynb"
@@ -211,9 +210,6 @@ class ExecutedNotebooks:
         if nb is None:
             if not self.execute:
                 raise SlideError(f"{source}: {copy} is missing or older than {original.name}; run make course")
-            from .config import resolve_mode
-            from .runner import execute_notebook
-
             mode = resolve_mode(self.mode)
             print(f"  executing {original.name} ({mode}) for its figures ...", flush=True)
             run = execute_notebook(original, self.folder, mode=mode)
@@ -280,8 +276,6 @@ def build_decks(source_dir: Path | None = None, out_dir: Path | None = None, *,
     Notebook figures come from the executed copies in ``executed`` (default
     ``build/notebooks/``); missing ones are executed in ``mode`` unless ``execute`` is false.
     """
-    from .files import atomic_write
-
     source_dir = Path(source_dir) if source_dir is not None else repo_root() / "slides"
     out_dir = Path(out_dir) if out_dir is not None else build_dir() / "slides"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ import io
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from .files import atomic_write
 from .labels import MISSING_AU, MISSING_EXPR, MISSING_VA
 from .losses import MultiTaskLoss
 from .metrics import p_mtl
+from .models.temporal import stitch_windows
 from .progress import progress
 
 LABEL_KEYS = ("va", "expr", "au", "has_va", "has_expr", "has_au")
@@ -126,8 +126,6 @@ def predict(model: nn.Module, loader, *, input_key: InputKey = "tokens", device:
     result = {k: np.concatenate(v) for k, v in out.items() if v}
     if "valid" not in result:
         return result
-    from .models.temporal import stitch_windows
-
     rows, valid = result.pop("indices"), result.pop("valid")
     stitched: dict[str, np.ndarray] = {}
     for key in ("au_pred", "expr_pred", "va_pred"):
@@ -235,7 +233,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 @dataclass
-class _Precision:
+class StepPrecision:
     """How the training step runs on this device (reported in :attr:`TrainResult.extra`)."""
 
     amp_dtype: torch.dtype | None
@@ -243,7 +241,7 @@ class _Precision:
     note: str
 
 
-def _native_bf16() -> bool:
+def native_bf16() -> bool:
     """Whether the GPU computes bf16 natively (Ampere and newer); a T4 only emulates it, slowly."""
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -251,7 +249,8 @@ def _native_bf16() -> bool:
         return torch.cuda.is_bf16_supported()
 
 
-def _precision(config: TrainConfig, device: torch.device) -> _Precision:
+def step_precision(config: TrainConfig, device: torch.device) -> StepPrecision:
+    """How :func:`fit` runs its step on ``device``: autocast dtype, channels-last, and why (taught in ``05``)."""
     cuda = device.type == "cuda"
     amp = config.amp if config.amp is not None else cuda
     notes = []
@@ -260,9 +259,9 @@ def _precision(config: TrainConfig, device: torch.device) -> _Precision:
         amp = False
     dtype = None
     if amp:
-        dtype = torch.bfloat16 if _native_bf16() else torch.float16
+        dtype = torch.bfloat16 if native_bf16() else torch.float16
     channels_last = bool(config.channels_last if config.channels_last is not None else cuda)
-    return _Precision(dtype, channels_last, "; ".join(notes))
+    return StepPrecision(dtype, channels_last, "; ".join(notes))
 
 
 def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig | None = None,
@@ -271,7 +270,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
     """Train ``model`` and keep the weights of its best validation epoch (loaded back at the end).
 
     Without ``val_loader`` the last epoch counts as the best. ``on_epoch`` is called with each
-    history row (e.g. :class:`LiveCurves` in notebooks). Returns a :class:`TrainResult`.
+    history row (e.g. :class:`course_lib.curves.LiveCurves` in notebooks). Returns a :class:`TrainResult`.
 
     On CUDA the step runs under bf16 autocast (fp16 with a gradient scaler where bf16 is not
     supported) with channels-last image inputs; elsewhere in fp32 (``config.amp`` /
@@ -291,7 +290,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rank, world = _distributed()
     is_main = rank == 0
-    precision = _precision(config, device)
+    precision = step_precision(config, device)
     model.to(device)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -420,184 +419,3 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
                        seconds=time.perf_counter() - start, steps=step,
                        frames_per_second=frames * world / max(train_seconds, 1e-9), extra=extra)
 
-
-def plot_history(history: "pandas.DataFrame", title: str = "training"):  # noqa: F821
-    """A plotly figure: training loss per epoch and, when present, validation P_MTL and its parts."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    has_val = "val_total" in history
-    fig = make_subplots(rows=1, cols=2 if has_val else 1,
-                        subplot_titles=("training loss", "validation P_MTL") if has_val else ("training loss",))
-    fig.add_trace(go.Scatter(x=history.epoch, y=history.loss, name="loss", mode="lines+markers"), row=1, col=1)
-    for key in ("loss_au", "loss_expr", "loss_va"):
-        if key in history:
-            fig.add_trace(go.Scatter(x=history.epoch, y=history[key], name=key, mode="lines", line=dict(dash="dot")),
-                          row=1, col=1)
-    if has_val:
-        for key, color in (("val_total", "#1d2731"), ("val_va", "#457b9d"), ("val_expr", "#e76f51"),
-                           ("val_au", "#2a9d8f")):
-            fig.add_trace(go.Scatter(x=history.epoch, y=history[key], name=key, mode="lines+markers",
-                                     line=dict(color=color)), row=1, col=2)
-    fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=340, title=title)
-    return fig
-
-
-class LiveCurves:
-    """Training curves that redraw after every epoch: pass ``on_epoch=LiveCurves(...)`` to :func:`fit`.
-
-    In JupyterLab and Colab the figure updates in place while training runs; an executed
-    notebook (papermill) keeps the last state. Outside IPython it does nothing.
-    """
-
-    def __init__(self, title: str = "training") -> None:
-        self.title = title
-        self.rows: list[dict[str, Any]] = []
-        self._handle = None
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        import pandas as pd
-
-        from .notebook import plotly_bundle
-
-        self.rows.append(dict(row))
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:  # pragma: no cover - IPython ships with the course
-            return
-        if get_ipython() is None:
-            return
-        # A plotly figure displays itself (``_ipython_display_``), which ignores display ids and would
-        # add one figure per epoch; its mime bundle can be displayed, and later replaced, in place.
-        bundle = plotly_bundle(plot_history(pd.DataFrame(self.rows), self.title))
-        if self._handle is None:
-            self._handle = display(bundle, raw=True, display_id=True)
-        else:
-            self._handle.update(bundle, raw=True)
-
-
-# --------------------------------------------------------------------------- command line
-
-RUN_KEYS = {"data": "smoke", "mode": None, "stages": ["stage1", "stage2", "stage3"], "out": None, "device": "auto",
-            "progressive": {}, "seed": 0}
-
-
-def read_run_config(path: str | os.PathLike) -> dict[str, Any]:
-    """A run configuration (YAML) for :func:`main`, checked: unknown keys and bad values name the file."""
-    import yaml
-
-    from .progressive import STAGES, ProgressiveConfig
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such run configuration (see configs/ for examples)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    lines = {key: i + 1 for i, line in enumerate(path.read_text().splitlines())
-             for key in [line.split(":", 1)[0].strip()] if ":" in line}
-
-    def fail(key: str, problem: str) -> None:
-        raise ValueError(f"{path}, line {lines.get(key, '?')}: {problem}")
-
-    for key in raw:
-        if key not in RUN_KEYS:
-            fail(key, f"unknown setting {key!r}; known: {', '.join(RUN_KEYS)}")
-    run = {**RUN_KEYS, **raw}
-    fields = set(ProgressiveConfig.__dataclass_fields__)
-    for key in run["progressive"] or {}:
-        if key not in fields:
-            fail(key, f"unknown progressive setting {key!r}; known: {', '.join(sorted(fields))}")
-    stages = list(run["stages"])
-    if stages != list(STAGES[:len(stages)]) or not stages:
-        fail("stages", f"stages must be a prefix of {list(STAGES)}, got {stages}")
-    mode = run["mode"] or (run["data"] if run["data"] in ("smoke", "full") else "smoke")
-    if mode not in ("smoke", "full"):
-        fail("mode", f"mode must be smoke or full, got {mode!r}")
-    run.update(mode=mode, stages=stages, progressive=dict(run["progressive"] or {}))
-    run["out"] = run["out"] or f"build/runs/{path.stem}"
-    return run
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m course_lib.train --config CONFIG.yaml``: progressive training outside notebooks.
-
-    Under ``torchrun --nproc_per_node=N -m course_lib.train ...`` every process trains with
-    DistributedDataParallel (NCCL on GPUs, gloo on CPU); rank 0 prepares the data, the course
-    backbone and the cached features first, and writes the checkpoints and the scores.
-    """
-    import argparse
-    import json
-
-    import torch.distributed as dist
-
-    from .config import get_device, repo_root, seed_everything
-    from .progressive import progressive_config, run_progressive
-
-    parser = argparse.ArgumentParser(prog="python -m course_lib.train", description=main.__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="a YAML run configuration (see configs/)")
-    args = parser.parse_args(argv)
-    try:
-        run = read_run_config(args.config)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if run["device"] == "auto":
-        device = get_device()
-    else:
-        device = torch.device(run["device"])
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    seed_everything(run["seed"])
-    out = Path(run["out"])
-    out = out if out.is_absolute() else repo_root() / out
-    say = print if rank == 0 else (lambda *a, **k: None)
-    try:
-        from .course_backbone import course_features
-        from .data.synth import ensure_course_data
-
-        def prepare():
-            data = run["data"]
-            root = ensure_course_data(data, progress_bar=rank == 0) if data in ("smoke", "full") else Path(data)
-            _, feats = course_features(root, run["mode"], device=device, progress_bar=rank == 0)
-            return root, feats
-
-        if rank == 0:
-            root, feats = prepare()
-        if world > 1:
-            dist.barrier()
-        if rank != 0:
-            root, feats = prepare()  # everything is cached now: only loads
-        config = progressive_config(run["mode"], **run["progressive"], seed=run["seed"])
-        say(f"training {', '.join(run['stages'])} on {root} ({run['mode']} settings), {world} process(es) on "
-            f"{device}; checkpoints in {out}")
-        result = run_progressive(root, run["mode"], config=config, feats=feats, device=device,
-                                 stages=tuple(run["stages"]), out_dir=out, progress_bar=rank == 0)
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            result.scores.to_csv(out / "scores.csv", index=False)
-            (out / "scores.json").write_text(json.dumps({"scores": result.scores.to_dict("records"),
-                                                         "seconds": result.seconds, **result.extra}, indent=1,
-                                                        default=str))
-            say(result.scores.round(3).to_string(index=False))
-            say(f"scores written to {out / 'scores.csv'} ({result.seconds:.1f} s)")
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

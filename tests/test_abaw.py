@@ -1,4 +1,4 @@
-"""course_lib.data.abaw: annotation files (MTL and per-task), datasets over real JPEGs, label statistics."""
+"""course_lib.data.abaw and .datasets: annotation files (MTL and per-task), datasets over real JPEGs, label statistics."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from course_lib.data.abaw import (
-    TABLE_COLUMNS, AnnotationError, FrameDataset, SequenceDataset, au_cooccurrence, au_pos_weights,
-    expr_class_weights, frames_exist, label_counts, read_mtl_annotations, read_per_task_annotations,
-    write_mtl_annotations,
+    TABLE_COLUMNS, AnnotationError, au_cooccurrence, au_pos_weights, expr_class_weights, label_counts,
+    read_mtl_annotations, read_per_task_annotations, write_mtl_annotations,
 )
+from course_lib.data.datasets import FrameDataset, SequenceDataset, frames_exist
 from course_lib.labels import AU_NAMES, EXPR_NAMES, MTL_HEADER
 
 # torchvision >= 0.29 deprecates its JPEG decoder (for TorchCodec); the warning is not ours to test.

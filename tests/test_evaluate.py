@@ -1,4 +1,5 @@
-"""course_lib.evaluate: predictions tables, scores, video-level bootstrap, submissions, the ablation runner."""
+"""course_lib.evaluate, .confidence and .ablation: predictions tables, scores, video-level bootstrap, submissions,
+the ablation runner."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from course_lib import ablation, confidence
 from course_lib import evaluate as ev
 from course_lib.labels import AU_NAMES
 from course_lib.metrics import do_nothing_scores, p_mtl
@@ -113,23 +115,23 @@ def test_bootstrap_contains_the_estimate_and_is_fast():
     table = fake_table(n_videos=6, frames=50)
     df = ev.predictions_table(fake_predictions(table), table)
     tick = time.perf_counter()
-    ci = ev.bootstrap(df, n=1000, seed=0)
+    ci = confidence.bootstrap(df, n=1000, seed=0)
     assert time.perf_counter() - tick < 3.0
     point = ev.scores(df)
     for m in ev.METRICS:
         assert ci.loc[m, "estimate"] == pytest.approx(point[m])
         assert ci.loc[m, "low"] <= ci.loc[m, "estimate"] <= ci.loc[m, "high"]
     assert ci.attrs["groups"] == 6 and ci.attrs["by"] == "video"
-    again = ev.bootstrap(df, n=1000, seed=0)
+    again = confidence.bootstrap(df, n=1000, seed=0)
     pd.testing.assert_frame_equal(ci, again)  # seeded: reproducible
 
 
 def test_bootstrap_sums_reproduce_p_mtl_on_every_resample():
     table = fake_table(n_videos=5, frames=20, seed=3)
     df = ev.predictions_table(fake_predictions(table, seed=3), table)
-    stats, layout, groups = ev._stats(df, "video", 0.5)
-    counts = ev.resample_counts(len(groups), 5, seed=1)
-    fast = ev._metrics_from_sums(counts @ stats, layout)
+    stats, layout, groups = confidence._stats(df, "video", 0.5)
+    counts = confidence.resample_counts(len(groups), 5, seed=1)
+    fast = confidence._metrics_from_sums(counts @ stats, layout)
     for b in range(5):  # the same resample, scored the slow way on concatenated copies of videos
         parts = [df[df.video == g] for g, c in zip(groups, counts[b]) for _ in range(int(c))]
         slow = ev.scores(pd.concat(parts))
@@ -140,8 +142,8 @@ def test_bootstrap_sums_reproduce_p_mtl_on_every_resample():
 def test_bootstrap_is_narrower_with_more_videos():
     small = fake_table(n_videos=4, frames=40, seed=5)
     large = fake_table(n_videos=40, frames=40, seed=5)
-    w_small = width(ev.bootstrap(ev.predictions_table(fake_predictions(small, seed=5), small), n=400))
-    w_large = width(ev.bootstrap(ev.predictions_table(fake_predictions(large, seed=5), large), n=400))
+    w_small = width(confidence.bootstrap(ev.predictions_table(fake_predictions(small, seed=5), small), n=400))
+    w_large = width(confidence.bootstrap(ev.predictions_table(fake_predictions(large, seed=5), large), n=400))
     assert w_large < 0.6 * w_small
 
 
@@ -160,18 +162,18 @@ def copies_of_one_video(n_copies=6, frames=40):
 
 def test_bootstrap_of_identical_videos_is_a_point_but_frame_resampling_is_not():
     df = copies_of_one_video()
-    by_video = ev.bootstrap(df, n=300)
+    by_video = confidence.bootstrap(df, n=300)
     for m in ev.METRICS:  # every resample draws 6 copies of the same video: the same score
         assert width(by_video, m) == pytest.approx(0.0, abs=1e-9)
         assert by_video.loc[m, "estimate"] == pytest.approx(by_video.loc[m, "low"], abs=1e-9)
-    by_frame = ev.bootstrap(df, n=300, by="image")  # frames are resampled: a spread appears
+    by_frame = confidence.bootstrap(df, n=300, by="image")  # frames are resampled: a spread appears
     assert width(by_frame) > 0.05
 
 
 def test_per_video_scores_match_scoring_each_video_alone():
     table = fake_table(n_videos=3, frames=30)
     df = ev.predictions_table(fake_predictions(table), table)
-    per = ev.per_video_scores(df).set_index("video")
+    per = confidence.per_video_scores(df).set_index("video")
     for v in ("v0", "v2"):
         assert per.loc[v, "P_MTL"] == pytest.approx(ev.scores(df[df.video == v])["total"])
     assert per["frames"].sum() == len(df)
@@ -249,7 +251,7 @@ def tiny(tmp_path_factory):
         val_images = read_mtl_annotations(root / "validation_set_annotations.txt")["image"].tolist()
         write_test_list(val_images, root / TEST_LIST)
         _, feats = course_features(root, "smoke", device="cpu", progress_bar=False, test=True)
-        result = ev.run_ablation(root, "smoke", feats=feats, budget=TINY, device="cpu", n_boot=200, test=True)
+        result = ablation.run_ablation(root, "smoke", feats=feats, budget=TINY, device="cpu", n_boot=200, test=True)
     finally:
         del os.environ["COURSE_CACHE"]
     return root, feats, result
@@ -266,17 +268,17 @@ def test_paired_difference_sees_a_gain_that_per_row_intervals_cannot():
     before["va_pred"] = np.clip(hard[:, None] * truth + 0.50 * noise, -1, 1)
     after["va_pred"] = np.clip(hard[:, None] * truth + 0.40 * noise, -1, 1)  # the same noise, a bit less of it
     a, b = ev.predictions_table(before, table), ev.predictions_table(after, table)
-    rows = ev.bootstrap(a, n=500), ev.bootstrap(b, n=500)
+    rows = confidence.bootstrap(a, n=500), confidence.bootstrap(b, n=500)
     assert rows[1].loc["va", "low"] < rows[0].loc["va", "high"]  # the two rows' intervals overlap
-    d = ev.bootstrap_difference([a], [b], n=500)
+    d = confidence.bootstrap_difference([a], [b], n=500)
     assert d.loc["va", "difference"] == pytest.approx(ev.scores(b)["va"] - ev.scores(a)["va"])
     assert 0 < d.loc["va", "low"] <= d.loc["va", "difference"] <= d.loc["va", "high"]  # paired: clearly a gain
     assert d.loc["va", "share_above_0"] == 1.0
-    same = ev.bootstrap_difference([a], [a], n=200)
+    same = confidence.bootstrap_difference([a], [a], n=200)
     assert (same[["difference", "low", "high"]].abs().to_numpy() < 1e-12).all()
     other = fake_table(n_videos=5, frames=40, seed=12)
     with pytest.raises(ValueError, match="cannot be paired"):
-        ev.bootstrap_difference([a], [ev.predictions_table(fake_predictions(other, seed=12), other)])
+        confidence.bootstrap_difference([a], [ev.predictions_table(fake_predictions(other, seed=12), other)])
 
 
 def test_ablation_table_has_every_configuration_with_intervals(tiny):
@@ -286,7 +288,7 @@ def test_ablation_table_has_every_configuration_with_intervals(tiny):
 
     root, _, result = tiny
     table = result.table
-    assert table["configuration"].tolist() == [*ev.ABLATION_STEPS, ev.SEED003_ROW, "floor: do nothing",
+    assert table["configuration"].tolist() == [*ablation.ABLATION_STEPS, ablation.SEED003_ROW, "floor: do nothing",
                                                "reference: HOG + linear", "reference: reading each frame",
                                                "reference: oracle"]
     for label in ev.METRIC_LABELS.values():
@@ -305,10 +307,10 @@ def test_ablation_table_has_every_configuration_with_intervals(tiny):
         assert len(dfs) == 1 and len(dfs[0]) == len(val), name
         assert len(result.extra["train_predictions"][name][0]) == len(train), name
     assert result.per_seed["seconds"].gt(0).all()
-    text = ev.format_intervals(table)
+    text = confidence.format_intervals(table)
     assert text["P_MTL"].str.match(r"^-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]$").all()
-    gains = ev.step_gains(result, n_boot=200)
-    assert gains["step"].tolist() == list(ev.ABLATION_STEPS)[1:]
+    gains = ablation.step_gains(result, n_boot=200)
+    assert gains["step"].tolist() == list(ablation.ABLATION_STEPS)[1:]
     for _, row in gains.iterrows():  # each step's gain is the difference of the two rows' P_MTL
         assert row["P_MTL gain"] == pytest.approx(rows.loc[row["step"], "P_MTL"] - rows.loc[row["over"], "P_MTL"])
         assert row["P_MTL low"] - 1e-9 <= row["P_MTL gain"] <= row["P_MTL high"] + 1e-9
@@ -327,11 +329,11 @@ def test_ablation_seed003_row_is_the_multimodal_recipe_and_needs_audio(tiny):
     run = train_audiovisual(audiovisual_windows(root, feats, train, val), train, seed=0,
                             epochs=config.stage1_epochs + config.stage2_epochs + config.stage3_epochs,
                             lr=config.stage1_lr, dim=config.dim, device="cpu")
-    ours = result.predictions[ev.SEED003_ROW][0]
+    ours = result.predictions[ablation.SEED003_ROW][0]
     theirs = ev.predictions_table(run["predictions"], val)
     np.testing.assert_allclose(ours[list(ev.PRED_COLUMNS)].to_numpy(float),
                                theirs[list(ev.PRED_COLUMNS)].to_numpy(float), atol=1e-6)
-    assert ev.SEED003_ROW not in ev.step_gains(result, n_boot=50)["step"].tolist()  # beside the chain
+    assert ablation.SEED003_ROW not in ablation.step_gains(result, n_boot=50)["step"].tolist()  # beside the chain
 
 
 def test_ablation_temporal_row_is_run_progressive_stage3(tiny):
@@ -359,7 +361,7 @@ def test_ablation_predicts_the_test_list_with_every_trained_model(tiny):
                                    dfs[0][list(ev.PRED_COLUMNS)].to_numpy(float), atol=1e-5, err_msg=name)
     without = {k: v for k, v in feats.items() if k != "test"}
     with pytest.raises(ValueError, match="test split's features"):
-        ev.run_ablation(root, "smoke", feats=without, budget=TINY, device="cpu", test=True)
+        ablation.run_ablation(root, "smoke", feats=without, budget=TINY, device="cpu", test=True)
 
 
 def test_label_test_scores_the_test_list_against_the_kept_labels(tmp_path):
@@ -391,9 +393,9 @@ def test_interval_table_shows_each_tables_bootstrap_as_text():
     a_table, b_table = fake_table(n_videos=6, seed=3), fake_table(n_videos=5, seed=4)
     a = ev.predictions_table(fake_predictions(a_table, seed=3), a_table)
     b = ev.predictions_table(fake_predictions(b_table, seed=4), b_table)
-    shown = ev.interval_table({"validation": a, "test": b}, n=200, seed=1, au_threshold=0.4)
+    shown = confidence.interval_table({"validation": a, "test": b}, n=200, seed=1, au_threshold=0.4)
     assert shown.index.tolist() == ["validation", "test"] and shown.columns.tolist() == list(ev.METRIC_LABELS.values())
-    ci = ev.bootstrap(b, n=200, seed=1, au_threshold=0.4)
+    ci = confidence.bootstrap(b, n=200, seed=1, au_threshold=0.4)
     assert shown.loc["test", "P_MTL"] == (f"{ci.loc['total', 'estimate']:.3f} [{ci.loc['total', 'low']:.3f}, "
                                           f"{ci.loc['total', 'high']:.3f}]")
     assert ci.loc["total", "estimate"] == pytest.approx(ev.scores(b, au_threshold=0.4)["total"])

@@ -1,4 +1,5 @@
-"""Explanations (course_lib.explain): the output wrapper, every attribution method, the localisation ratio."""
+"""Explanations (course_lib.explain, .localization, .randomization): the output wrapper, every attribution method, the
+localisation ratio, the randomisation test."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import explain
+from course_lib import explain, localization, randomization
 from course_lib.labels import AU_NAMES
 from course_lib.models import MTLConfig, MultiTaskModel
 
@@ -119,25 +120,25 @@ def test_grad_cam_layer_outputs_the_token_map(model):
 def test_localization_ratio_is_one_at_chance_and_above_inside():
     region = np.zeros((10, 10), dtype=bool)
     region[2:4, 3:8] = True  # 10 % of the image
-    assert explain.localization_ratio(np.ones((10, 10)), region) == pytest.approx(1.0)
+    assert localization.localization_ratio(np.ones((10, 10)), region) == pytest.approx(1.0)
     inside = np.where(region, 1.0, 0.0)
-    assert explain.localization_ratio(inside, region) == pytest.approx(10.0)
+    assert localization.localization_ratio(inside, region) == pytest.approx(10.0)
     mostly = np.where(region, 3.0, 0.1)
-    assert 1.0 < explain.localization_ratio(mostly, region) < 10.0
-    assert explain.localization_ratio(np.where(region, 0.0, 1.0), region) == 0.0
+    assert 1.0 < localization.localization_ratio(mostly, region) < 10.0
+    assert localization.localization_ratio(np.where(region, 0.0, 1.0), region) == 0.0
     # negative attribution is ignored: adding it anywhere changes nothing
     noisy = inside - 5 * np.where(region, 0.0, 1.0)
-    assert explain.localization_ratio(noisy, region) == pytest.approx(10.0)
-    assert explain.localization_ratio(torch.as_tensor(inside), torch.as_tensor(region)) == pytest.approx(10.0)
-    assert math.isnan(explain.localization_ratio(-np.ones((10, 10)), region))
+    assert localization.localization_ratio(noisy, region) == pytest.approx(10.0)
+    assert localization.localization_ratio(torch.as_tensor(inside), torch.as_tensor(region)) == pytest.approx(10.0)
+    assert math.isnan(localization.localization_ratio(-np.ones((10, 10)), region))
     with pytest.raises(ValueError, match="empty"):
-        explain.localization_ratio(np.ones((10, 10)), np.zeros((10, 10), dtype=bool))
+        localization.localization_ratio(np.ones((10, 10)), np.zeros((10, 10), dtype=bool))
     with pytest.raises(ValueError, match="shape"):
-        explain.localization_ratio(np.ones((10, 10)), np.ones((5, 5), dtype=bool))
+        localization.localization_ratio(np.ones((10, 10)), np.ones((5, 5), dtype=bool))
 
 
 def test_randomisation_sanity_check(model, images):
-    copies = explain.randomized_copies(model, "cascading")
+    copies = randomization.randomized_copies(model, "cascading")
     names = [n for n, _ in copies]
     assert names[0] == "heads" and names[-1].startswith("backbone.") and len(names) == len(set(names))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -145,9 +146,9 @@ def test_randomisation_sanity_check(model, images):
     changed = [k for k, v in last.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
     assert any(k.startswith("backbone.") for k in changed) and any(k.startswith("heads.") for k in changed)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "the original must stay intact"
-    (name, full), = explain.randomized_copies(model, "full")
+    (name, full), = randomization.randomized_copies(model, "full")
     assert name == "everything"
-    table, maps = explain.sanity_check(model, images, "au", "AU12", ("saliency",), mode="full")
+    table, maps = randomization.sanity_check(model, images, "au", "AU12", ("saliency",), mode="full")
     assert list(table.index) == ["trained", "everything"]
     assert table.loc["trained", "saliency"] == pytest.approx(1.0)
     assert table.loc["everything", "saliency"] < 0.99
@@ -156,8 +157,8 @@ def test_randomisation_sanity_check(model, images):
 
 def test_rank_correlation():
     a = np.arange(20.0)
-    assert explain.rank_correlation(a, a ** 3) == pytest.approx(1.0)
-    assert explain.rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert randomization.rank_correlation(a, a ** 3) == pytest.approx(1.0)
+    assert randomization.rank_correlation(a, -a) == pytest.approx(-1.0)
 
 
 def test_localization_scores_on_synthetic_frames(tmp_path_factory, model):
@@ -166,11 +167,11 @@ def test_localization_scores_on_synthetic_frames(tmp_path_factory, model):
     root = synth.generate_dataset(tmp_path_factory.mktemp("explain") / "data", n_videos=6, frames_per_video=30,
                                   image_size=SIZE, seed=4, progress_bar=False)
     table = abaw.read_mtl_annotations(root / "training_set_annotations.txt")
-    scores = explain.localization_scores(model, root, table, ["saliency", "attention"], max_frames=6,
+    scores = localization.localization_scores(model, root, table, ["saliency", "attention"], max_frames=6,
                                          progress_bar=False)
     assert list(scores.index) == list(AU_NAMES) and list(scores.columns) == ["saliency", "attention"]
     assert np.isfinite(scores.to_numpy()).any()
-    pairs = explain.localization_scores(model, root, table, ["saliency"], max_frames=6, per_pair=True,
+    pairs = localization.localization_scores(model, root, table, ["saliency"], max_frames=6, per_pair=True,
                                         progress_bar=False)
     assert set(pairs.columns) >= {"image", "au", "method", "ratio", "region_share"}
     assert (pairs["region_share"] > 0).all()
@@ -180,11 +181,11 @@ def test_frames_drawn_per_au_first_then_at_random():
     rng = np.random.default_rng(5)
     active = rng.random((400, 12)) < np.linspace(0.01, 0.4, 12)  # AU k active with rate 1 % .. 40 %
     rows = np.flatnonzero(active.any(1))
-    plain = explain._sample_frames(active, 80, seed=3)
+    plain = localization._sample_frames(active, 80, seed=3)
     assert np.array_equal(plain, np.sort(np.random.default_rng(3).choice(rows, size=80, replace=False)))
-    drawn = explain._sample_frames(active, 80, seed=3, min_per_au=8)
+    drawn = localization._sample_frames(active, 80, seed=3, min_per_au=8)
     assert len(drawn) == len(set(drawn)) == 80 and set(drawn) <= set(rows)
     per_au = active[drawn].sum(0)
     assert (per_au >= np.minimum(8, active.sum(0))).all()  # the rarest AU gets all of its frames where it has < 8
     assert active[:, 0].sum() < 8 and per_au[0] == active[:, 0].sum() > active[plain].sum(0)[0]
-    assert np.array_equal(explain._sample_frames(active, None, seed=3, min_per_au=8), rows)
+    assert np.array_equal(localization._sample_frames(active, None, seed=3, min_per_au=8), rows)

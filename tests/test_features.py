@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from course_lib.data import synth
-from course_lib.data.abaw import FrameDataset, SequenceDataset, read_mtl_annotations
+from course_lib.data.abaw import read_mtl_annotations
+from course_lib.data.datasets import FrameDataset, SequenceDataset
 from course_lib.features import (CachedFeatures, CachedFrameDataset, CachedWindowDataset, describe,
                                  ensure_features, extract_features, feature_key)
 

@@ -17,7 +17,7 @@ from course_lib.data.abaw import read_mtl_annotations
 from course_lib.features import CachedFrameDataset
 from course_lib.models import MTLConfig, build_model
 from course_lib.progressive import FusionModel, progressive_config, run_progressive, stage_features, task_loss
-from course_lib.train import read_run_config
+from course_lib.progressive import read_run_config
 
 TINY = dict(dim=16, stage1_epochs=1, stage2_epochs=1, stage3_epochs=1, temporal_dim=16, batch_size=32,
             windows={"au": 1, "expr": 3, "va": 6})
@@ -125,9 +125,9 @@ def _cli(args, env_extra, cwd, nproc=None):
     env = {**os.environ, **env_extra}
     if nproc:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "course_lib.train", *args]
+               "-m", "course_lib.progressive", *args]
     else:
-        cmd = [sys.executable, "-m", "course_lib.train", *args]
+        cmd = [sys.executable, "-m", "course_lib.progressive", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 

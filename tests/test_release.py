@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from course_lib.data import synth
-from course_lib.data.abaw import TEST_LABELS, TEST_LIST, frames_exist, read_mtl_annotations, read_per_task_annotations, read_test_list
+from course_lib.data.abaw import (SPLIT_FILES, TEST_LABELS, TEST_LIST, read_mtl_annotations, read_per_task_annotations,
+                                  read_test_list)
 from course_lib.data.contents import PARTS, folder_contents
+from course_lib.data.datasets import frames_exist
 from course_lib.data.release import export_release_layout, real_video_names
-from course_lib.features import SPLIT_FILES
 from course_lib.labels import AU_NAMES
 
 NAME = re.compile(r"^(\d+-\d+-\d+x\d+(_left|_right)?|video\d+_\d+)$")

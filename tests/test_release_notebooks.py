@@ -17,7 +17,7 @@ import pytest
 from course_lib.course_map import course_notebooks
 from course_lib.data.release import export_release_layout
 from course_lib.data.synth import synthetic_course_data
-from course_lib.runner import execute_notebook
+from course_lib.execution import execute_notebook
 
 NOTEBOOKS = course_notebooks()
 #: The one-line notices each notebook must print on a release copy.

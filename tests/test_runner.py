@@ -12,7 +12,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from course_lib.runner import NotebookRun, format_table
+from course_lib.execution import NotebookRun
+from course_lib.runner import format_table
 
 
 def _run(args, env=None, cwd=None):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from course_lib.data.abaw import _make_table
+from course_lib.data import abaw
 from course_lib.labels import AU_NAMES
 from course_lib.losses import MultiTaskLoss
 from course_lib.models import (WINDOWS, FeatureWindowDataset, TemporalEncoder, TemporalModel, per_task_predictions,
@@ -29,7 +29,7 @@ def make_table(lengths, labels=None, seed=0):
                                "expression": rng.integers(0, 8, n),
                                **{au: rng.integers(0, 2, n) for au in AU_NAMES}})
     image = [f"{v}/{f:05d}.jpg" for v, f in zip(video, frame)]
-    return _make_table(image, video, frame, labels)
+    return abaw.make_table(image, video, frame, labels)
 
 
 # --------------------------------------------------------------------------- stitching

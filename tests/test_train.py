@@ -229,22 +229,22 @@ def test_emulated_bf16_counts_as_unsupported(monkeypatch):
     from course_lib import train
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert train._native_bf16() is False
+    assert train.native_bf16() is False
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert train._native_bf16() is True
+    assert train.native_bf16() is True
 
 
 def test_live_curves_update_one_figure_in_an_executed_notebook(tmp_path):
     """Papermill keeps one figure per LiveCurves holding every epoch (not one per epoch), and plotly.js once."""
     import nbformat
 
-    from course_lib.runner import execute_notebook
+    from course_lib.execution import execute_notebook
 
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("SMOKE = True"),
         nbformat.v4.new_code_cell("from course_lib.notebook import configure_plotly\nconfigure_plotly()\n"
                                   "import plotly.graph_objects as go\ngo.Figure(go.Bar(y=[1, 2])).show()\n"
-                                  "from course_lib.train import LiveCurves\ncurves = LiveCurves('demo')\nmore = LiveCurves('second')\n"
+                                  "from course_lib.curves import LiveCurves\ncurves = LiveCurves('demo')\nmore = LiveCurves('second')\n"
                                   "for e in range(1, 4):\n    row = {'epoch': e, 'loss': 1.0 / e, 'loss_au': 0.5, 'loss_expr': 0.3, 'loss_va': 0.2,"
                                   " 'val_total': 0.1 * e, 'val_au': 0.1, 'val_expr': 0.2, 'val_va': 0.3}\n"
                                   "    curves(row)\n    more(row)"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .abaw import TEST_LABELS, TEST_LIST
+from .abaw import SPLIT_FILES, TEST_LABELS, TEST_LIST, read_mtl_annotations
 
 #: Each optional part: where it lives, why a folder may lack it, and what would provide it.
 PARTS: dict[str, tuple[str, str]] = {
@@ -73,9 +73,6 @@ class FolderContents:
 
 def folder_contents(root: Path | str) -> FolderContents:
     """Look at ``root`` (a SynthAffWild or a real-release folder) and say which parts it has."""
-    from ..features import SPLIT_FILES
-    from .abaw import read_mtl_annotations
-
     root = Path(root)
     videos: list[str] = []
     for name in SPLIT_FILES.values():

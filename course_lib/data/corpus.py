@@ -32,8 +32,10 @@ from PIL import Image
 
 from ..files import atomic_write
 from ..labels import AU_NAMES
+from ..progress import progress
 from .face import SKIN_TONES, Occluder, Pose, render_face, sample_identity
-from .synth import EXPR_PROTOTYPES, finish_frame
+from .plan import EXPR_PROTOTYPES
+from .synth import finish_frame
 
 #: Identities of the corpus are numbered from here: the course's data sets use seeds 0..999.
 CORPUS_SEED: int = 1_000_000
@@ -187,8 +189,6 @@ def _shard_stems(root: Path, spec: CorpusSpec) -> list[Path]:
 def build_corpus(root: Path | str, spec: CorpusSpec, *, workers: int | None = None,
                  progress_bar: bool = True) -> Corpus:
     """Render the shards of ``spec`` that ``root`` lacks (resumable), then open the corpus."""
-    from ..progress import progress
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / f"corpus-{spec.first}-{spec.n_identities}x{spec.frames_per_identity}.json",

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..features import SPLIT_FILES
 from ..labels import AU_NAMES, EXPR_NAMES
-from .abaw import (FRAMES_FOLDER, SPLIT_FOLDERS, TASK_COLUMNS, TASK_FOLDERS, TEST_LIST, read_mtl_annotations,
-                   read_test_list, write_mtl_annotations, write_test_list)
+from .abaw import (FRAMES_FOLDER, SPLIT_FILES, SPLIT_FOLDERS, TASK_COLUMNS, TASK_FOLDERS, TEST_LIST,
+                   read_mtl_annotations, read_test_list, write_mtl_annotations, write_test_list)
 
 #: Task folders the per-task export writes (the newer EXPR name).
 _PER_TASK_FOLDER = {task: names[0] for task, names in TASK_FOLDERS.items()}

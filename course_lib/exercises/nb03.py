@@ -74,7 +74,7 @@ def _block_variants(block, q: torch.Tensor, t: torch.Tensor) -> dict[str, torch.
 
 @exercise("03.task_adaptive_block", "One task-adaptive block in PyTorch, from its parts")
 def check_task_adaptive_block(fn) -> str:
-    from ..models import TaskAdaptiveBlock
+    from ..models import TaskAdaptiveBlock  # when checked: `import course_lib` stays light
 
     with private_torch_rng():
         block = TaskAdaptiveBlock(16, heads=2).eval()

@@ -11,7 +11,7 @@ from . import Mismatch, call_answer, exercise, private_torch_rng
 
 @exercise("05.lr_factor", "Linear warm-up then cosine decay of the learning rate")
 def check_lr_factor(fn) -> str:
-    from ..train import warmup_cosine
+    from ..train import warmup_cosine  # when checked: `import course_lib` stays light
 
     for total, warm in ((1000, 0.1), (50, 0.3), (10, 0.0)):
         want = warmup_cosine(total, warm)
@@ -76,8 +76,8 @@ def check_ddp_epoch(fn) -> str:
 def check_fusion_correction(fn) -> str:
     import torch
 
-    from ..models import MTLConfig, MultiTaskModel
-    from ..progressive import TASKS, FusionModel
+    from ..models import MTLConfig, MultiTaskModel  # when checked: `import course_lib` stays light
+    from ..progressive import TASKS, FusionModel  # when checked: `import course_lib` stays light
 
     with private_torch_rng():
         dim = 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..evaluate import SubmissionError, score_submission
 from . import Mismatch, NotAttempted, call_answer, exercise
 
 
@@ -111,8 +112,6 @@ def check_video_bootstrap(fn) -> str:
 def check_capstone(answer) -> str:
     """``answer``: ``dict(submission=<your test predictions file>, root=<the data>, to_beat=<the course's test
     P_MTL>)``, or a function returning it; ``submission=None`` means not attempted yet."""
-    from ..evaluate import SubmissionError, score_submission
-
     if callable(answer):
         answer = call_answer(answer)
     if not isinstance(answer, dict) or not {"submission", "root", "to_beat"} <= set(answer):

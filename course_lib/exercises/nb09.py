@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import Mismatch, call_answer, exercise
@@ -99,8 +100,6 @@ def check_integrated_gradients(fn) -> str:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    import pandas as pd
-
     x = pd.Series(np.ravel(a)).rank().to_numpy()
     y = pd.Series(np.ravel(b)).rank().to_numpy()
     return float(np.corrcoef(x, y)[0, 1])

@@ -8,7 +8,7 @@ window three ways and concatenates them before its AU and EXPR heads:
 - the frame's audio: its 64-band log-Mel window through a small CNN (:class:`course_lib.audio.AudioCNN`).
 
 :class:`AudioVisualWindowDataset` cuts the annotated frames into windows (the windowing rules of
-:class:`course_lib.data.abaw.WindowedLabels`: never across a gap or a video) and serves the visual
+:class:`course_lib.data.datasets.WindowedLabels`: never across a gap or a video) and serves the visual
 features and audio windows of each frame; :class:`AudioVisualTemporalModel` is the model. The
 course adds a VA head, so that P_MTL can be compared with the other notebooks; ``07`` also scores
 it with the ABAW2 metrics seed 003 was ranked by (:func:`course_lib.metrics.abaw2_expr_score`,
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..audio import CONTEXT, N_MELS, AudioCNN
-from ..data.abaw import WindowedLabels
+from ..data.datasets import WindowedLabels
 from .cross_attention import N_AU, N_EXPR, N_VA
 from .temporal import TemporalEncoder
 
@@ -36,7 +36,7 @@ class AudioVisualWindowDataset(WindowedLabels):
     ``visual`` (N_rows, C) and ``audio`` (N_rows, n_mels, context) are aligned with the rows of
     ``table`` (:func:`course_lib.audio.audio_features` of the same table gives the audio). Item
     ``i``: ``visual`` (T, C), ``audio`` (T, n_mels, context), plus the labels, masks, ``valid``
-    and ``indices`` of :class:`~course_lib.data.abaw.WindowedLabels`. Train with
+    and ``indices`` of :class:`~course_lib.data.datasets.WindowedLabels`. Train with
     ``fit(..., input_key=("visual", "audio", "valid"))``.
     """
 

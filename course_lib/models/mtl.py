@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from ..data.abaw import au_cooccurrence
 from .au_gcn import N_AU, AUAssistedHeads, AUGraph, cooccurrence_adjacency
 from .backbones import Backbone, create_backbone
 from .cross_attention import (AU_SLICE, EXPR_SLICE, N_EXPR, N_VA, VA_SLICE, AUQueryExprAttention,
@@ -236,8 +237,6 @@ def build_model(config: MTLConfig, train_table: "pd.DataFrame | None" = None) ->
         if train_table is None:
             raise ValueError("config.use_cooccurrence needs the training table (its AU labels "
                              "give the graph): build_model(config, train_table)")
-        from ..data.abaw import au_cooccurrence
-
         adjacency = cooccurrence_adjacency(au_cooccurrence(train_table), config.cooccurrence_threshold)
     return MultiTaskModel(config, adjacency)
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.abaw import WindowedLabels
+from ..data.datasets import WindowedLabels
 from .au_gcn import N_AU
 from .cross_attention import N_EXPR, N_VA
 
@@ -263,10 +263,10 @@ class FeatureWindowDataset(WindowedLabels):
     ``features`` (N_rows, D) is aligned with the rows of ``table`` (row i of the features is
     row i of the table, index reset): features of a stage-2 model, pooled backbone features,
     pooled features concatenated with audio features, ... The windows are those of
-    :class:`course_lib.data.abaw.SequenceDataset` and
+    :class:`course_lib.data.datasets.SequenceDataset` and
     :class:`course_lib.features.CachedWindowDataset` for the same ``table``, ``window``,
     ``stride`` and ``pad``. Item ``i``: ``features`` float32 (T, D) plus what
-    :class:`~course_lib.data.abaw.WindowedLabels` gives (``va``, ``expr``, ``au``, ``has_*``,
+    :class:`~course_lib.data.datasets.WindowedLabels` gives (``va``, ``expr``, ``au``, ``has_*``,
     ``valid``, ``indices``, ``index``). Train with ``fit(..., input_key=("features", "valid"))``
     so the model knows the padding frames (``input_key="features"`` works too).
     """
