@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from course_lib.budgets import BUDGETS
     from course_lib import explain
     from course_lib.config import cache_dir, get_device, seed_everything
     from course_lib.data import synth
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         root = synth.ensure_course_data(args.mode, seed=0, progress_bar=False)
     else:
         root = synth.generate_dataset(cache_dir("benchmarks") / f"explain-{args.mode}-seed{args.seed}",
-                                      **synth.COURSE_SIZES[args.mode], seed=args.seed, audio=False,
+                                      **BUDGETS["data"][args.mode], seed=args.seed, audio=False,
                                       progress_bar=False)
     device = get_device()
     if device.type == "cpu":

@@ -32,7 +32,8 @@ from .losses import weighted_loss
 from .models import MTLConfig, build_model
 from .multimodal import audio_summaries, audiovisual_windows, train_audiovisual
 from .progressive import ProgressiveConfig, progressive_config, run_progressive, stage_features, temporal_stage
-from .train import TrainConfig, fit, predict
+from .recipes import train_on_features
+from .train import TrainConfig, predict
 
 #: The ablation table's row for seed 003 assembled (:mod:`course_lib.multimodal`), trained when there is audio.
 SEED003_ROW = "seed 003 assembled"
@@ -104,7 +105,8 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     val = read_mtl_annotations(root / SPLIT_FILES["validation"])
     train_set = CachedFrameDataset(feats["train"], train, what="tokens")
     train_plain = DataLoader(train_set, batch_size=256)
-    val_loader = DataLoader(CachedFrameDataset(feats["validation"], val, what="tokens"), batch_size=256)
+    val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
+    val_loader = DataLoader(val_set, batch_size=256)
     if test:
         test_table = split_table(root, "test")
         test_loader = DataLoader(CachedFrameDataset(feats["test"], test_table, what="tokens"), batch_size=256)
@@ -140,16 +142,14 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
                   "+ AU-GCN": dict(cross_attention=True, gcn=True)}
         for i, (name, switches) in enumerate(single.items()):
             tick = time.perf_counter()
-            torch.manual_seed(config.seed + 100 + i)
-            model = build_model(MTLConfig(token_dim=feats["train"].dim, n_tokens=feats["train"].n_tokens,
-                                          dim=config.dim, depth=config.depth, heads=config.heads,
-                                          dropout=config.dropout, **switches), train)
-            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                                generator=torch.Generator().manual_seed(config.seed + 100))
-            fit(model, loader, val_loader, config=TrainConfig(epochs=config.stage1_epochs + config.stage2_epochs,
-                                                              lr=config.stage1_lr, amp=config.amp,
-                                                              compile=config.compile, seed=config.seed),
-                loss_fn=weighted_loss(train), device=device, progress_bar=progress_bar)
+            mtl = MTLConfig(token_dim=feats["train"].dim, n_tokens=feats["train"].n_tokens, dim=config.dim,
+                            depth=config.depth, heads=config.heads, dropout=config.dropout, **switches)
+            model = train_on_features(
+                lambda: build_model(mtl, train), train_set, val_set, loss_fn=weighted_loss(train),
+                seed=config.seed + 100 + i, loader_seed=config.seed + 100, batch_size=config.batch_size,
+                config=TrainConfig(epochs=config.stage1_epochs + config.stage2_epochs, lr=config.stage1_lr,
+                                   amp=config.amp, compile=config.compile, seed=config.seed),
+                device=device, progress_bar=progress_bar).model
             spent = time.perf_counter() - tick
             measured(name, seed, predict(model, val_loader, device=device),
                      predict(model, train_plain, device=device), spent, predict_test(model))

@@ -17,11 +17,13 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -159,6 +161,23 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> int:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     return seed
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's random stream seeded to ``seed``, then give the caller's stream back.
+
+    Library code draws initial weights, dropout masks and random re-initialisations inside
+    ``with seeded(seed):``, so its result depends on the ``seed`` it was given and nothing else,
+    and the notebook's own stream (set by :func:`seed_everything`) is left as it was. The CPU
+    generator is restored, and every CUDA generator where a GPU is present.
+    """
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def repo_root(start: Path | str | None = None) -> Path:

@@ -8,7 +8,7 @@ that no course split uses, shipped as ``course_lib/weights/weights.safetensors``
 card. :func:`course_backbone` loads it, frozen, in seconds: it trains nothing.
 
 ``from_scratch=True`` instead trains a backbone on the course's own training split (the recipe
-of :data:`COURSE_BACKBONE`: a timm CNN, multi-task and supervised with the weighted AU BCE,
+of the ``"course_backbone"`` row of :mod:`course_lib.budgets`: a timm CNN, multi-task and supervised with the weighted AU BCE,
 EXPR cross-entropy and VA CCC losses, cached keyed by the data). ``02`` shows why this is not
 the default: on a few dozen videos the network learns who is in the video, not what the face
 does. Both give a 7 x 7 grid of tokens on the data's 112 px faces. On Colab with internet,
@@ -28,7 +28,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from .config import cache_dir, get_device, mode_settings
+from .budgets import budget
+from .config import cache_dir, get_device, seeded
 from .data.abaw import SPLIT_FILES, read_mtl_annotations
 from .data.datasets import FrameDataset
 from .data.synth import dataset_fingerprint
@@ -37,16 +38,6 @@ from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel, backbone_fingerprint, create_backbone
 from .models.backbones import COURSE_FACE, COURSE_FACE_ARCH, COURSE_FACE_WEIGHTS, Backbone
 from .train import TrainConfig, fit, save_checkpoint
-
-#: The course backbone trained from scratch on the course split, per mode (the comparison of ``02``):
-#: timm name, input size, output stride (token grid), training.
-COURSE_BACKBONE: dict[str, dict[str, Any]] = {
-    "smoke": {"name": "lcnet_050", "image_size": 112, "backbone_kwargs": {"token_stride": 16}, "epochs": 4,
-              "batch_size": 64, "lr": 3e-3},
-    "full": {"name": "resnet18", "image_size": 112, "backbone_kwargs": {"output_stride": 16}, "epochs": 15,
-             "batch_size": 128, "lr": 1e-3},
-}
-
 
 @dataclass
 class CourseBackbone:
@@ -94,7 +85,7 @@ def _new_backbone(settings: dict[str, Any]) -> Backbone:
 
 def training_config(settings: dict[str, Any]) -> MTLConfig:
     """The model the course backbone is trained in: the backbone of ``settings`` (an entry of
-    :data:`COURSE_BACKBONE`) with linear heads on its pooled features, trained end to end."""
+    the ``"course_backbone"`` budget) with linear heads on its pooled features, trained end to end."""
     return MTLConfig(backbone=settings["name"], image_size=settings["image_size"], pretrained=False,
                      freeze_backbone=False, cross_attention=False, gcn=False, dropout=0.1,
                      backbone_kwargs=dict(settings["backbone_kwargs"]))
@@ -124,7 +115,7 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     from scratch on ``root``'s training split (``from_scratch=True``, or when the weights file is
     missing; then loaded from the cache, or trained now).
 
-    ``overrides`` change the from-scratch settings of :data:`COURSE_BACKBONE` (``epochs=1``, ...);
+    ``overrides`` change the from-scratch settings of the ``"course_backbone"`` budget (``epochs=1``, ...);
     the cache key includes them and the data's fingerprint, so a different data set trains anew.
     ``seed`` seeds the from-scratch initialisation and batch order.
     """
@@ -137,7 +128,7 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
             return pretrained
         print(f"{COURSE_FACE_WEIGHTS} not found: training a backbone from scratch on the course split instead")
     root = Path(root)
-    settings = {**mode_settings(COURSE_BACKBONE, mode), **overrides}
+    settings = {**budget("course_backbone", mode), **overrides}
     path = _checkpoint_path(settings, dataset_fingerprint(root), seed)
     device = torch.device(device) if device is not None else get_device()
     if path.exists() and not retrain:
@@ -160,8 +151,7 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
     val_loader = DataLoader(val_set, batch_size=256)
     start = time.perf_counter()
     # initial weights, augmentation and dropout all from ``seed``, without touching the caller's stream
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = MultiTaskModel(training_config(settings))
         result = fit(model, train_loader, val_loader, input_key="image", device=device, progress_bar=progress_bar,
                      loss_fn=weighted_loss(train), config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"],

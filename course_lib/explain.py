@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from .config import cache_dir, mode_settings
+from .budgets import BUDGETS, budget
+from .config import cache_dir, seeded
 from .course_backbone import CourseBackbone, course_features
 from .data.abaw import SPLIT_FILES, read_mtl_annotations
 from .data.datasets import FrameDataset
@@ -47,7 +47,8 @@ from .labels import AU_NAMES, EXPR_NAMES
 from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel
 from .models.cross_attention import AU_SLICE, EXPR_SLICE, VA_SLICE, attention_maps
-from .train import TrainConfig, fit, save_checkpoint
+from .recipes import train_on_features
+from .train import TrainConfig, save_checkpoint
 
 #: The three task heads of the multi-task model.
 HEADS: tuple[str, ...] = ("au", "expr", "va")
@@ -179,14 +180,6 @@ class TargetOutput(nn.Module):
 # --------------------------------------------------------------------------- the image model to explain
 
 
-#: Heads trained on the course backbone's cached tokens, per mode (cross-attention, no AU graph:
-#: each AU then has its own query and its own attention map).
-EXPLAIN_HEADS: dict[str, dict[str, Any]] = {
-    "smoke": {"dim": 64, "depth": 1, "heads": 4, "epochs": 12, "lr": 3e-3, "batch_size": 32},
-    "full": {"dim": 128, "depth": 2, "heads": 4, "epochs": 30, "lr": 1e-3, "batch_size": 128},
-}
-
-
 @dataclass
 class ImageModel:
     """What :func:`course_image_model` returns: the image model and what is known about its heads."""
@@ -219,7 +212,7 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     """A multi-task model over images: the frozen course backbone plus heads trained on its tokens.
 
     The heads (task-adaptive cross-attention as in ``03``, no AU graph, sizes of
-    :data:`EXPLAIN_HEADS` for ``mode``, changed by ``overrides``) are trained with
+    the ``"explain_heads"`` budget for ``mode``, changed by ``overrides``) are trained with
     :func:`course_lib.train.fit` on the cached tokens of :func:`course_lib.course_backbone.course_features`,
     cached under ``cache_dir("explain")`` (keyed by the backbone's weights, the settings and
     ``seed``) and reused. The image model is ``MultiTaskModel(MTLConfig(backbone=...))`` with the
@@ -227,10 +220,10 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     it is returned on ``device`` (default CPU: explanations run per image) in eval mode.
     """
     root = Path(root)
-    settings = {**mode_settings(EXPLAIN_HEADS, mode), **overrides}
-    unknown = set(settings) - set(EXPLAIN_HEADS["smoke"])
+    settings = {**budget("explain_heads", mode), **overrides}
+    unknown = set(settings) - set(BUDGETS["explain_heads"]["smoke"])
     if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}: use {sorted(EXPLAIN_HEADS['smoke'])}")
+        raise ValueError(f"unknown settings {sorted(unknown)}: use {sorted(BUDGETS['explain_heads']['smoke'])}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     cb, feats = course_features(root, mode, device=device, progress_bar=progress_bar)
     token_dim = feats["train"].dim
@@ -242,19 +235,19 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     val = read_mtl_annotations(root / SPLIT_FILES["validation"])
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
 
-    torch.manual_seed(seed)
-    heads = MultiTaskModel(config)
     if path.exists() and not retrain:
+        with seeded(seed):  # initial weights, replaced at once by the saved ones
+            heads = MultiTaskModel(config)
         saved = torch.load(path, map_location="cpu", weights_only=False)
         heads.load_state_dict(saved["heads"])
         scores, seconds, trained_now = saved["scores"], saved["seconds"], False
     else:
         train_set = CachedFrameDataset(feats["train"], train, what="tokens")
-        loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(seed))
-        result = fit(heads, loader, DataLoader(val_set, batch_size=256), loss_fn=weighted_loss(train),
-                     config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"], seed=seed), input_key="tokens",
-                     device=device, progress_bar=progress_bar)
+        trained = train_on_features(lambda: MultiTaskModel(config), train_set, val_set, loss_fn=weighted_loss(train),
+                                    seed=seed, batch_size=settings["batch_size"],
+                                    config=TrainConfig(epochs=settings["epochs"], lr=settings["lr"], seed=seed),
+                                    device=device, progress_bar=progress_bar)
+        heads, result = trained.model, trained.result
         scores, seconds, trained_now = result.best_scores, result.seconds, True
         save_checkpoint(path, {"heads": {k: v.cpu() for k, v in heads.state_dict().items()}, "settings": settings,
                                "scores": scores, "seconds": seconds, "history": result.history.to_dict("list")})
@@ -262,7 +255,8 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     image_config = MTLConfig(**{**asdict(config), "token_dim": None, "backbone": cb.settings["name"],
                                 "image_size": cb.settings["image_size"], "pretrained": False,
                                 "freeze_backbone": True, "backbone_kwargs": dict(cb.settings["backbone_kwargs"])})
-    model = MultiTaskModel(image_config)
+    with seeded(seed):  # every weight is loaded below; only the caller's random stream is spared
+        model = MultiTaskModel(image_config)
     model.backbone.load_state_dict(cb.backbone.state_dict())
     missing, unexpected = model.load_state_dict(heads.state_dict(), strict=False)
     stray = [k for k in missing if not k.startswith("backbone.")]
@@ -450,7 +444,7 @@ def attribute(model: nn.Module, images: torch.Tensor, head: str, target: Target 
         model.train(was_training)
 
 
-__all__ = ["EXPLAIN_HEADS", "HEADS", "HeadOutput", "ImageModel", "METHODS", "METHOD_LABELS", "TARGETS",
+__all__ = ["HEADS", "HeadOutput", "ImageModel", "METHODS", "METHOD_LABELS", "TARGETS",
            "TargetOutput", "VA_NAMES", "attention_attribution", "attribute", "baseline_images",
            "course_image_model", "find_feature_layer", "gradients_through_backbone", "target_index",
            "target_indices"]

@@ -13,12 +13,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from .audio import AudioVisualDataset, audio_features, band_stats, normalize_bands
 from .losses import weighted_loss
 from .models.audiovisual import AudioVisualTemporalModel, AudioVisualWindowDataset
-from .train import TrainConfig, fit, predict
+from .recipes import train_on_features
+from .train import TrainConfig
 
 #: What the model reads, in the order of ``AudioVisualTemporalModel.forward``.
 INPUTS: tuple[str, ...] = ("visual", "audio", "valid")
@@ -44,20 +44,14 @@ def train_audiovisual(windows: dict[str, AudioVisualWindowDataset], train: pd.Da
     weighted loss; returns ``{"model", "result", "predictions", "train_predictions"}`` (validation and
     training frames, window predictions stitched back per frame) and ``"test_predictions"`` when
     ``windows`` has a ``"test"`` split."""
-    torch.manual_seed(seed)
-    model = AudioVisualTemporalModel(windows["train"].visual.shape[1], use_audio=use_audio, **model_kwargs)
-    loader = DataLoader(windows["train"], batch_size=batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
-    val_loader = DataLoader(windows["validation"], batch_size=32)
-    result = fit(model, loader, val_loader, config=TrainConfig(epochs=epochs, lr=lr, seed=seed),
-                 loss_fn=weighted_loss(train), input_key=INPUTS, device=device, progress_bar=False)
-    out = {"model": model, "result": result,
-           "predictions": predict(model, val_loader, input_key=INPUTS, device=device),
-           "train_predictions": predict(model, DataLoader(windows["train"], batch_size=32), input_key=INPUTS,
-                                        device=device)}
+    trained = train_on_features(
+        lambda: AudioVisualTemporalModel(windows["train"].visual.shape[1], use_audio=use_audio, **model_kwargs),
+        windows["train"], windows["validation"], loss_fn=weighted_loss(train), seed=seed, batch_size=batch_size,
+        val_batch_size=32, config=TrainConfig(epochs=epochs, lr=lr, seed=seed), input_key=INPUTS, device=device)
+    out = {"model": trained.model, "result": trained.result, "predictions": trained.predict(),
+           "train_predictions": trained.predict(windows["train"], batch_size=32)}
     if "test" in windows:
-        out["test_predictions"] = predict(model, DataLoader(windows["test"], batch_size=32), input_key=INPUTS,
-                                          device=device)
+        out["test_predictions"] = trained.predict(windows["test"], batch_size=32)
     return out
 
 

@@ -14,7 +14,9 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .budgets import budget
 from .config import (Mode, at_scale, course_scale, data_dir, get_device, is_headless, is_offline, on_colab,
                      resolve_mode, seed_everything)
 
@@ -39,9 +41,15 @@ class NotebookEnv:
         """True in smoke mode (tiny sizes, CPU-friendly)."""
         return self.mode == "smoke"
 
+    def budget(self, name: str) -> dict[str, Any]:
+        """What notebook (or library row) ``name`` spends in this mode: its row of
+        :data:`course_lib.budgets.BUDGETS`, full mode shrunk by ``COURSE_SCALE`` when that is set."""
+        return budget(name, self.mode)
+
     def pick(self, smoke, full):
-        """``smoke`` in smoke mode, ``full`` in full mode: ``N = env.pick(200, 20_000)``. Full mode's
-        value is shrunk by ``COURSE_SCALE`` when that is set (:func:`course_lib.config.at_scale`)."""
+        """``smoke`` in smoke mode, ``full`` in full mode, for your own experiments:
+        ``N = env.pick(200, 20_000)`` (the course's own sizes live in :mod:`course_lib.budgets`).
+        Full mode's value is shrunk by ``COURSE_SCALE`` like the budgets' (:func:`course_lib.config.at_scale`)."""
         return smoke if self.smoke else at_scale(full, smoke)
 
     def report(self) -> str:

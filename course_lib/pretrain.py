@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import cache_dir, get_device
+from .config import cache_dir, get_device, seeded
 from .data.corpus import CORPUS_SEED, EYE_AUS, MOUTH_AUS, Corpus, CorpusSpec, build_corpus
 from .data.synth import generate_dataset
 from .files import atomic_write
@@ -190,8 +190,7 @@ def pretrain(out: Path | str, size: str = "cpu", *, device: torch.device | str |
     au_std = corpus.au.std(0).clip(1e-3).astype(np.float32)
 
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # the initial weights from ``seed``; the caller's stream untouched
-        torch.manual_seed(seed)
+    with seeded(seed):  # the initial weights from ``seed``; the caller's stream untouched
         model = AUReader(new_backbone())
     if init is not None:
         model.load_state_dict(torch.load(init / "checkpoint.pt", map_location="cpu", weights_only=False)["model"])

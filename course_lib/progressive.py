@@ -43,7 +43,8 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import get_device, mode_settings, repo_root, seed_everything
+from .budgets import budget
+from .config import get_device, repo_root, seed_everything
 from .course_backbone import course_features
 from .data.abaw import SPLIT_FILES, read_mtl_annotations
 from .data.synth import ensure_course_data
@@ -51,7 +52,8 @@ from .features import CachedFrameDataset
 from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel, build_model
 from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
-from .train import TrainConfig, TrainResult, fit, predict, score
+from .recipes import train_on_features
+from .train import TrainConfig, TrainResult, score
 
 TASKS = ("au", "expr", "va")
 STAGES = ("stage1", "stage2", "stage3")
@@ -82,20 +84,9 @@ class ProgressiveConfig:
     seed: int = 0
 
 
-#: The course's settings per mode: smoke fits a CPU in about a minute, full is for a GPU.
-PROGRESSIVE: dict[str, dict[str, Any]] = {
-    "smoke": {"dim": 32, "depth": 1, "stage1_epochs": 5, "stage2_epochs": 2, "stage3_epochs": 6,
-              "temporal_dim": 32, "windows": {"au": 1, "expr": 5, "va": 15}},
-    "full": {"dim": 128, "depth": 2, "batch_size": 128, "stage1_epochs": 20, "stage1_lr": 1e-3,
-             "stage2_epochs": 8, "stage2_lr": 3e-4, "stage3_epochs": 20, "stage3_lr": 1e-3, "temporal_dim": 128},
-}
-
-
 def progressive_config(mode: str = "smoke", **overrides: Any) -> ProgressiveConfig:
-    """The course's :class:`ProgressiveConfig` for ``mode`` (``"smoke"``/``"full"``), with overrides."""
-    if mode not in PROGRESSIVE:
-        raise ValueError(f"unknown mode {mode!r}: use one of {sorted(PROGRESSIVE)}")
-    return ProgressiveConfig(**{**mode_settings(PROGRESSIVE, mode), **overrides})
+    """The course's :class:`ProgressiveConfig` for ``mode`` (the ``"progressive"`` budget), with overrides."""
+    return ProgressiveConfig(**{**budget("progressive", mode), **overrides})
 
 
 def task_loss(train_table: pd.DataFrame, task: str | None = None) -> nn.Module:
@@ -215,32 +206,27 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: pd.DataFra
         stride = max(1, window // 2)
         tr = FeatureWindowDataset(f_train, train, window=window, stride=stride, pad=True)
         va = FeatureWindowDataset(f_val, val, window=window, stride=stride, pad=True)
-        torch.manual_seed(config.seed + 20 + i)
         kind = config.temporal_kind if window > 1 else "none"
-        model = TemporalModel(f_train.shape[1], kind=kind, dim=config.temporal_dim, layers=config.temporal_layers,
-                              dropout=config.dropout)
         batch = max(4, config.batch_size // max(1, window // 2))
-        tl = DataLoader(tr, batch_size=batch, shuffle=True, drop_last=len(tr) > batch,
-                        generator=torch.Generator().manual_seed(config.seed + 20 + i))
-        vl = DataLoader(va, batch_size=64)
         tick = time.perf_counter()
         name = f"stage3_{task}"
-        result = fit(model, tl, vl, config=TrainConfig(epochs=config.stage3_epochs, lr=config.stage3_lr, amp=config.amp,
-                                                       compile=config.compile, checkpoint=_checkpoint(out_dir, name),
-                                                       seed=config.seed),
-                     loss_fn=task_loss(train, task), input_key=("features", "valid"), device=device,
-                     progress_bar=progress_bar,
-                     on_epoch=None if on_epoch is None else (lambda row, n=name: on_epoch(n, row)))
-        per_task[task] = predict(model, vl, input_key=("features", "valid"), device=device)
+        trained = train_on_features(
+            lambda kind=kind: TemporalModel(f_train.shape[1], kind=kind, dim=config.temporal_dim,
+                                            layers=config.temporal_layers, dropout=config.dropout),
+            tr, va, loss_fn=task_loss(train, task), seed=config.seed + 20 + i, batch_size=batch,
+            drop_last=len(tr) > batch, val_batch_size=64,
+            config=TrainConfig(epochs=config.stage3_epochs, lr=config.stage3_lr, amp=config.amp, compile=config.compile,
+                               checkpoint=_checkpoint(out_dir, name), seed=config.seed),
+            input_key=("features", "valid"), device=device, progress_bar=progress_bar,
+            on_epoch=None if on_epoch is None else (lambda row, n=name: on_epoch(n, row)))
+        per_task[task] = trained.predict()
         if train_predictions:
-            on_train[task] = predict(model, DataLoader(tr, batch_size=64), input_key=("features", "valid"),
-                                     device=device)
+            on_train[task] = trained.predict(tr, batch_size=64)
         if test is not None:
-            te = FeatureWindowDataset(f_test, test[1], window=window, stride=stride, pad=True)
-            on_test[task] = predict(model, DataLoader(te, batch_size=64), input_key=("features", "valid"),
-                                    device=device)
-        runs[task] = {"model": model, "result": result, "seconds": time.perf_counter() - tick, "kind": kind,
-                      "window": window}
+            on_test[task] = trained.predict(FeatureWindowDataset(f_test, test[1], window=window, stride=stride, pad=True),
+                                            batch_size=64)
+        runs[task] = {"model": trained.model, "result": trained.result, "seconds": time.perf_counter() - tick,
+                      "kind": kind, "window": window}
     out = {"validation": per_task_predictions(per_task), "per_task": per_task, "runs": runs}
     if train_predictions:
         out["train"] = per_task_predictions(on_train)
@@ -279,10 +265,6 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
     val_loader = DataLoader(val_set, batch_size=256)
 
-    def loader(seed: int) -> DataLoader:
-        return DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                          generator=torch.Generator().manual_seed(seed))
-
     def epoch_hook(name: str) -> Callable[[dict], None] | None:
         return None if on_epoch is None else (lambda row: on_epoch(name, row))
 
@@ -302,16 +284,16 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     # ---- stage 1: one model per task
     task_models: dict[str, MultiTaskModel] = {}
     per_task: dict[str, dict[str, np.ndarray]] = {}
+    mtl = MTLConfig(token_dim=feats["train"].dim, n_tokens=feats["train"].n_tokens, dim=config.dim, depth=config.depth,
+                    heads=config.heads, gcn=config.gcn, dropout=config.dropout)
     for i, task in enumerate(TASKS):
-        torch.manual_seed(config.seed + i)
-        model = build_model(MTLConfig(token_dim=feats["train"].dim, n_tokens=feats["train"].n_tokens, dim=config.dim,
-                                      depth=config.depth, heads=config.heads, gcn=config.gcn,
-                                      dropout=config.dropout), train)
         tick = time.perf_counter()
-        result = fit(model, loader(config.seed + i), val_loader, config=train_config("stage1", f"stage1_{task}"),
-                     loss_fn=task_loss(train, task), device=device, progress_bar=progress_bar,
-                     on_epoch=epoch_hook(f"stage1_{task}"))
-        per_task[task] = predict(model, val_loader, device=device)
+        trained = train_on_features(lambda: build_model(mtl, train), train_set, val_set, loss_fn=task_loss(train, task),
+                                    seed=config.seed + i, batch_size=config.batch_size,
+                                    config=train_config("stage1", f"stage1_{task}"), device=device,
+                                    progress_bar=progress_bar, on_epoch=epoch_hook(f"stage1_{task}"))
+        model, result = trained.model, trained.result
+        per_task[task] = trained.predict()
         task_models[task], histories[f"stage1_{task}"] = model, result.history
         record(_row("stage 1: separate", score(per_task[task]), time.perf_counter() - tick, result, f"{task} model"))
     stage1 = per_task_predictions(per_task)
@@ -323,13 +305,14 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
         # ---- stage 2: joint training with feature fusion, from the stage-1 weights
         import copy
 
-        torch.manual_seed(config.seed + 10)
-        fusion = FusionModel({t: copy.deepcopy(m) for t, m in task_models.items()}, dropout=config.dropout)
         tick = time.perf_counter()
-        result = fit(fusion, loader(config.seed + 10), val_loader, config=train_config("stage2", "stage2_joint"),
-                     loss_fn=task_loss(train), device=device, progress_bar=progress_bar,
-                     on_epoch=epoch_hook("stage2_joint"))
-        predictions["stage2"] = predict(fusion, val_loader, device=device)
+        trained = train_on_features(
+            lambda: FusionModel({t: copy.deepcopy(m) for t, m in task_models.items()}, dropout=config.dropout),
+            train_set, val_set, loss_fn=task_loss(train), seed=config.seed + 10, batch_size=config.batch_size,
+            config=train_config("stage2", "stage2_joint"), device=device, progress_bar=progress_bar,
+            on_epoch=epoch_hook("stage2_joint"))
+        fusion, result = trained.model, trained.result
+        predictions["stage2"] = trained.predict()
         models["stage2"], histories["stage2"] = fusion, result.history
         record(_row("stage 2: joint + fusion", score(predictions["stage2"]), time.perf_counter() - tick, result,
                     "fusion model"))
@@ -357,7 +340,7 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
                                     **({"stage3_inputs": stage3_inputs} if "stage3" in stages else {})})
 
 
-__all__ = ["PROGRESSIVE", "STAGES", "TASKS", "FusionModel", "ProgressiveConfig", "ProgressiveResult",
+__all__ = ["STAGES", "TASKS", "FusionModel", "ProgressiveConfig", "ProgressiveResult",
            "progressive_config", "run_progressive", "stage_features", "task_loss", "temporal_stage"]
 
 

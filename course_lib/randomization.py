@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .config import seeded
 from .explain import Sign, Target, attribute
 
 
@@ -55,7 +56,11 @@ def _stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
 @torch.no_grad()
 def _randomize(modules: Sequence[nn.Module], generator_seed: int) -> None:
     """Re-initialise every parameter of ``modules`` (their own ``reset_parameters``, else a normal draw)."""
-    torch.manual_seed(generator_seed)
+    with seeded(generator_seed):
+        _reinitialise(modules)
+
+
+def _reinitialise(modules: Sequence[nn.Module]) -> None:
     for module in modules:
         covered: set[int] = set()
         for sub in module.modules():

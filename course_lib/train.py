@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .files import atomic_write
@@ -164,8 +165,6 @@ def evaluate(model: nn.Module, loader, *, input_key: InputKey = "tokens", au_thr
 
 def _distributed() -> tuple[int, int]:
     """(rank, world size) of the process group, (0, 1) outside ``torchrun``."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -264,6 +263,66 @@ def step_precision(config: TrainConfig, device: torch.device) -> StepPrecision:
     return StepPrecision(dtype, channels_last, "; ".join(notes))
 
 
+@dataclass
+class _Run:
+    """What :func:`fit` carries from epoch to epoch, all of it written into a checkpoint."""
+
+    epoch: int = 0  # the last finished epoch
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the history, one row per epoch
+    step: int = 0
+    frames: int = 0
+    train_seconds: float = 0.0
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_scores: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    stopped: bool = False  # early stopping fired
+
+
+def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices only (not on biases, norms and embeddings' 1-D parts)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+
+
+def _resume(checkpoint: Path, config: TrainConfig, model: nn.Module, optimizer, scheduler, loader) -> _Run:
+    """The run saved in ``checkpoint``: weights, optimiser, schedule and random streams restored."""
+    saved = load_checkpoint(checkpoint)
+    if saved["config"] != _config_dict(config):
+        differ = sorted(k for k in _config_dict(config) if saved["config"].get(k) != _config_dict(config)[k])
+        raise ValueError(f"{checkpoint}: this checkpoint was written with other settings ({', '.join(differ)}); "
+                         "delete it or pass another checkpoint path")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"], loader)
+    return _Run(epoch=saved["epoch"], rows=saved["history"], step=saved["step"], frames=saved["frames"],
+                train_seconds=saved["train_seconds"], best_score=saved["best_score"], best_epoch=saved["best_epoch"],
+                best_scores=saved["best_scores"], best_state=saved["best_state"], stopped=saved["stopped"])
+
+
+def _save(checkpoint: Path, run: _Run, config: TrainConfig, model: nn.Module, optimizer, scheduler, loader) -> None:
+    save_checkpoint(checkpoint, {
+        "config": _config_dict(config), "epoch": run.epoch, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": run.rows,
+        "step": run.step, "frames": run.frames, "train_seconds": run.train_seconds, "best_score": run.best_score,
+        "best_epoch": run.best_epoch, "best_scores": run.best_scores, "best_state": run.best_state,
+        "stopped": run.stopped, "rng": _rng_state(loader)})
+
+
+def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
+    """The mean of ``value`` over every rank of the process group (``value`` itself on one process)."""
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return float(total) / world
+
+
 def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig | None = None,
         loss_fn: nn.Module | None = None, input_key: InputKey = "tokens", device: torch.device | str | None = None,
         progress_bar: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
@@ -284,8 +343,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
     writes the checkpoint.
     """
     import pandas as pd
-    import torch.distributed as dist
 
+    # ---- set-up: device and precision, optimiser and schedule, a resumed run
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     rank, world = _distributed()
@@ -295,37 +354,17 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = (loss_fn or MultiTaskLoss()).to(device)
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = _adamw(model, config)
     train_loader = distributed_loader(train_loader, seed=config.seed)
     total_steps = max(1, config.epochs * len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup_fraction))
-    scaler = torch.amp.GradScaler("cuda") if precision.amp_dtype == torch.float16 else None
-    rows: list[dict[str, Any]] = []
-    best_score, best_epoch, best_scores, best_state = -math.inf, 0, None, None
-    frames, train_seconds, step, first_epoch, stopped = 0, 0.0, 0, 1, False
-
+    scaler = torch.amp.GradScaler("cuda") if precision.amp_dtype == torch.float16 else None  # fp16 only
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
-    if checkpoint is not None and checkpoint.exists():
-        saved = load_checkpoint(checkpoint)
-        if saved["config"] != _config_dict(config):
-            differ = sorted(k for k in _config_dict(config) if saved["config"].get(k) != _config_dict(config)[k])
-            raise ValueError(f"{checkpoint}: this checkpoint was written with other settings ({', '.join(differ)}); "
-                             "delete it or pass another checkpoint path")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        rows, step, frames, train_seconds = saved["history"], saved["step"], saved["frames"], saved["train_seconds"]
-        best_score, best_epoch, best_scores = saved["best_score"], saved["best_epoch"], saved["best_scores"]
-        best_state, stopped = saved["best_state"], saved["stopped"]
-        first_epoch = saved["epoch"] + 1
-        _set_rng_state(saved["rng"], train_loader)
+    resumed = checkpoint is not None and checkpoint.exists()
+    run = _resume(checkpoint, config, model, optimizer, scheduler, train_loader) if resumed else _Run()
+    resumed_from = run.epoch
 
-    train_model: nn.Module = model
+    train_model: nn.Module = model  # what the step calls: the model, wrapped for DDP and compiled if asked
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -335,13 +374,14 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
     autocast = (torch.autocast(device.type, dtype=precision.amp_dtype) if precision.amp_dtype is not None
                 else contextlib.nullcontext())
 
-    start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
-    epochs = range(first_epoch, config.epochs + 1) if not stopped else range(0)
+    # ---- the loop: an epoch of steps, then validation, the best weights kept, a checkpoint written
+    start = time.perf_counter() - (run.rows[-1]["seconds"] if run.rows else 0.0)  # a resumed run keeps its clock
+    epochs = range(run.epoch + 1, config.epochs + 1) if not run.stopped else range(0)
     epochs_bar = progress(epochs, desc="epochs", disable=not (progress_bar and is_main))
     for epoch in epochs_bar:
         train_model.train()
         if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
+            train_loader.sampler.set_epoch(epoch)  # a new shuffle per epoch under DDP
         tick, losses, parts_sum = time.perf_counter(), [], {}
         for batch in train_loader:
             batch = to_device(batch, device)
@@ -350,9 +390,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
                 inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs)
             with autocast:
                 outputs = train_model(*inputs)
+            # the loss in float32 whatever the autocast; frames without a task's label leave that task's term
             loss, parts = loss_fn({k: v.float() for k, v in outputs.items() if torch.is_tensor(v)}, batch)
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
+            if scaler is not None:  # fp16: scale the loss up so small gradients survive, unscale before clipping
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
             else:
@@ -360,62 +401,54 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             if scaler is not None:
-                scaler.step(optimizer)
+                scaler.step(optimizer)  # skips the step when a gradient overflowed
                 scaler.update()
             else:
                 optimizer.step()
             scheduler.step()
-            step += 1
-            frames += int(batch["valid"].sum()) if "valid" in batch else len(inputs[0])
+            run.step += 1
+            run.frames += int(batch["valid"].sum()) if "valid" in batch else len(inputs[0])  # windows: real frames
             losses.append(float(loss.detach()))
             for k, v in parts.items():
-                v = float(v)
-                if not math.isnan(v):
-                    parts_sum.setdefault(k, []).append(v)
-        train_seconds += time.perf_counter() - tick
-        epoch_loss = float(np.mean(losses)) if losses else math.nan
-        if world > 1:  # the loss of the whole epoch, over every rank
-            mean = torch.tensor([epoch_loss], dtype=torch.float64, device=device)
-            dist.all_reduce(mean)
-            epoch_loss = float(mean) / world
+                if not math.isnan(float(v)):  # a task absent from the whole batch
+                    parts_sum.setdefault(k, []).append(float(v))
+        run.train_seconds += time.perf_counter() - tick
+
+        epoch_loss = _mean_over_ranks(float(np.mean(losses)) if losses else math.nan, world, device)
         row = {"epoch": epoch, "loss": epoch_loss, "lr": scheduler.get_last_lr()[0],
                **{f"loss_{k}": float(np.mean(v)) for k, v in parts_sum.items()}}
+        scores, current = None, float(epoch)  # without validation the last epoch is the best
         if val_loader is not None:
             with autocast:
                 scores = evaluate(model, val_loader, input_key=input_key, au_threshold=config.au_threshold,
                                   device=device)
             row.update({f"val_{k}": scores[k] for k in ("total", "va", "expr", "au")})
             current = scores["total"]
-        else:
-            scores, current = None, float(epoch)
         row["seconds"] = time.perf_counter() - start
-        rows.append(row)
-        if current > best_score:
-            best_score, best_epoch, best_scores = current, epoch, scores
-            best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
-        elif config.patience is not None and epoch - best_epoch >= config.patience:
-            stopped = True
+        run.rows.append(row)
+        run.epoch = epoch
+        if current > run.best_score:
+            run.best_score, run.best_epoch, run.best_scores = current, epoch, scores
+            run.best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+        elif config.patience is not None and epoch - run.best_epoch >= config.patience:
+            run.stopped = True
         if checkpoint is not None and is_main:
-            save_checkpoint(checkpoint, {
-                "config": _config_dict(config), "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": rows,
-                "step": step, "frames": frames, "train_seconds": train_seconds, "best_score": best_score,
-                "best_epoch": best_epoch, "best_scores": best_scores, "best_state": best_state, "stopped": stopped,
-                "rng": _rng_state(train_loader)})
+            _save(checkpoint, run, config, model, optimizer, scheduler, train_loader)
         if world > 1:
-            dist.barrier()
+            dist.barrier()  # no rank runs ahead of the checkpoint
         if on_epoch is not None and is_main:
             on_epoch(row)
         if progress_bar and is_main and hasattr(epochs_bar, "set_postfix"):
             epochs_bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{current:.3f}"} if scores else {}))
-        if stopped:
+        if run.stopped:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     extra = {"device": str(device), "world_size": world, "amp": str(precision.amp_dtype).replace("torch.", "")
              if precision.amp_dtype else "off", "channels_last": precision.channels_last,
-             "compiled": bool(config.compile), "resumed_from_epoch": first_epoch - 1, "note": precision.note}
-    return TrainResult(history=pd.DataFrame(rows), best_epoch=best_epoch, best_scores=best_scores,
-                       seconds=time.perf_counter() - start, steps=step,
-                       frames_per_second=frames * world / max(train_seconds, 1e-9), extra=extra)
+             "compiled": bool(config.compile), "resumed_from_epoch": resumed_from, "note": precision.note}
+    return TrainResult(history=pd.DataFrame(run.rows), best_epoch=run.best_epoch, best_scores=run.best_scores,
+                       seconds=time.perf_counter() - start, steps=run.step,
+                       frames_per_second=run.frames * world / max(run.train_seconds, 1e-9), extra=extra)
 

@@ -109,7 +109,7 @@ def test_the_package_parts_import_what_they_should():
     for name in graph:
         if name not in tooling and name != "course_lib":
             assert not graph[name] & tooling, f"{name} imports course tooling {graph[name] & tooling}"
-    assert "course_lib.progressive" not in graph["course_lib.train"]  # the loop knows no recipe
+    assert not {"course_lib.progressive", "course_lib.recipes"} & graph["course_lib.train"]  # the loop knows no recipe
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -133,3 +133,17 @@ def test_notebooks_use_no_private_names_of_the_package():
             source = "".join(cell["source"]) if cell["cell_type"] == "code" else ""
             hits += [f"{path.name} cell {i}: {m.group(0)}" for m in pattern.finditer(source)]
     assert not hits, "notebooks reach private names:\n" + "\n".join(hits)
+
+
+def test_library_code_never_reseeds_the_global_generators():
+    """Seeds are passed in; random numbers are drawn inside ``config.seeded(seed)``, which gives the caller's
+    stream back. Only ``config`` (``seed_everything``, the notebooks' own call, and ``seeded``) sets a seed."""
+    pattern = re.compile(r"(?<![\w)]\.)\b(?:torch\.manual_seed|torch\.cuda\.manual_seed(?:_all)?|np\.random\.seed|"
+                         r"random\.seed)\(|(?<!Generator\(\))\.manual_seed\(")
+    hits = [f"{path.relative_to(PACKAGE.parent)}:{i}: {line.strip()}"
+            for name, path in MODULES.items() if name != "course_lib.config"
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+            if pattern.search(line)]
+    assert not hits, "global reseeding in library code:\n" + "\n".join(hits)
+    assert pattern.search("torch.manual_seed(0)") and pattern.search("np.random.seed(1)")
+    assert not pattern.search("g = torch.Generator().manual_seed(seed)")

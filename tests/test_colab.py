@@ -72,12 +72,12 @@ def test_saved_activations_are_measured():
 
 def test_full_mode_sizes_fit_a_t4():
     """The full-mode course (what a workshop runs on Colab's free T4) trains within a T4's memory."""
-    from course_lib.course_backbone import COURSE_BACKBONE, training_config
-    from course_lib.explain import EXPLAIN_HEADS
+    from course_lib.budgets import BUDGETS
+    from course_lib.course_backbone import training_config
     from course_lib.models import MTLConfig, MultiTaskModel
     from course_lib.progressive import progressive_config
 
-    full = COURSE_BACKBONE["full"]
+    full = BUDGETS["course_backbone"]["full"]
     size = full["image_size"]
     backbone = MultiTaskModel(training_config(full))
     step = training_memory(backbone, torch.rand(full["batch_size"], 3, size, size))
@@ -88,7 +88,7 @@ def test_full_mode_sizes_fit_a_t4():
     heads = MultiTaskModel(MTLConfig(token_dim=token_dim, n_tokens=n_tokens, dim=stage.dim, depth=stage.depth))
     step = training_memory(heads, torch.rand(stage.batch_size, n_tokens, token_dim))
     assert step.total < T4_USABLE_BYTES, f"progressive stage model: {step}"
-    explain = EXPLAIN_HEADS["full"]
+    explain = BUDGETS["explain_heads"]["full"]
     heads = MultiTaskModel(MTLConfig(token_dim=token_dim, n_tokens=n_tokens, dim=explain["dim"],
                                      depth=explain["depth"], heads=explain["heads"]))
     step = training_memory(heads, torch.rand(explain["batch_size"], n_tokens, token_dim))

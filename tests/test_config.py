@@ -141,7 +141,9 @@ def test_importing_course_lib_first_spares_the_kernel_the_iri_grammars_and_keeps
 
 def test_at_scale_shrinks_full_sizes_but_never_below_smoke(monkeypatch):
     from course_lib.config import CourseSetupError, at_scale, course_scale, mode_settings
-    from course_lib.data.synth import COURSE_SIZES
+    from course_lib.budgets import BUDGETS
+
+    COURSE_SIZES = BUDGETS["data"]
 
     assert at_scale(300, 45, 0.05) == 45 and at_scale(300, 45, 0.5) == 150  # the smoke size is the floor
     assert at_scale(8, 16, 0.05) == 8  # a full value below smoke's stays

@@ -6,8 +6,8 @@ know the truth behind every label. :mod:`course_lib.data.plan` decides each vide
 (identity, expression episodes, talking, valence and arousal, clean labels, the annotators'
 noisy and partly missing labels, nuisances); this module draws the frames
 (:mod:`course_lib.data.face`) and the voice (:mod:`course_lib.data.voice`), writes the folder,
-and manages the data set the course uses (:data:`COURSE_SIZES`, :func:`ensure_course_data`,
-the ground truth behind :func:`clean_labels` and :func:`oracle_scores`).
+and manages the data set the course uses (:func:`ensure_course_data`, sized by the ``"data"`` row of
+:mod:`course_lib.budgets`; the ground truth behind :func:`clean_labels` and :func:`oracle_scores`).
 
 Written under ``root``: ``cropped_aligned/<video>/<NNNNN>.jpg``, the two annotation files,
 ``audio/<video>.wav`` when asked, ``ground_truth/<video>.npz`` (clean labels, AU intensities,
@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from ..config import data_dir, mode_settings
+from ..budgets import budget
+from ..config import data_dir
 from ..files import atomic_write
 from ..labels import AU_NAMES
 from ..metrics import p_mtl
@@ -42,13 +43,6 @@ from .voice import SAMPLE_RATE, wav_bytes
 
 GENERATOR = "SynthAffWild"
 VERSION = 2  # 2: every AU active in each split (_ensure_au_coverage)
-
-#: Dataset sizes used by the course in each mode.
-COURSE_SIZES: dict[str, dict[str, int]] = {
-    "smoke": {"n_videos": 32, "frames_per_video": 45, "test_videos": 6},  # many identities: models must generalise
-    "full": {"n_videos": 80, "frames_per_video": 300, "test_videos": 16},
-}
-
 
 # --------------------------------------------------------------------------------------
 # pixels
@@ -308,11 +302,11 @@ def synthetic_course_data(mode: str = "smoke", *, audio: bool = True, seed: int 
 
     Reused when present; regenerated when it was made by another generator version or with other settings.
     """
-    return generate_dataset(data_dir(create=True) / f"synth-{mode}", **mode_settings(COURSE_SIZES, mode), seed=seed,
+    return generate_dataset(data_dir(create=True) / f"synth-{mode}", **budget("data", mode), seed=seed,
                             audio=audio, progress_bar=progress_bar, overwrite=True)
 
 
-__all__ = ["AU_THRESHOLD", "COURSE_SIZES", "EXPR_PROTOTYPES", "Identity", "Occluder", "Pose", "VideoPlan",
+__all__ = ["AU_THRESHOLD", "EXPR_PROTOTYPES", "Identity", "Occluder", "Pose", "VideoPlan",
            "au_region_masks", "clean_labels", "dataset_fingerprint", "ensure_course_data", "generate_dataset",
            "load_ground_truth", "oracle_scores", "plan_dataset", "read_metadata", "render_face",
            "sample_identity", "synthetic_course_data"]

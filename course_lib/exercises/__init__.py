@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..config import seeded
+
 Status = Literal["passed", "failed", "not attempted"]
 
 _ICON = {"passed": "✅", "failed": "❌", "not attempted": "⏳"}
@@ -91,10 +93,8 @@ def private_torch_rng() -> Iterator[None]:
     """Fresh random weights and inputs for a PyTorch checker, without touching the notebook's own
     torch random state: the global generator is forked, reseeded at random inside, and restored."""
     import numpy as np
-    import torch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
+    with seeded(int(np.random.default_rng().integers(1 << 30))):
         yield
 
 
