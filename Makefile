@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 course: $(STAMP)
-	@$(PY) -m course_lib.runner --mode $(MODE) --kernel $(KERNEL)
+	@$(PY) -m course_lib.tooling.runner --mode $(MODE) --kernel $(KERNEL)
 
 test: $(STAMP)
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
@@ -54,7 +54,7 @@ lab: $(STAMP)
 	@$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 slides: $(STAMP)
-	@$(PY) -m course_lib.slides
+	@$(PY) -m course_lib.tooling.slides
 
 clean:
 	rm -rf build

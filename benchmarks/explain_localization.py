@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib import explain
     from course_lib.config import cache_dir, get_device, seed_everything
     from course_lib.data import synth
-    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
+    from course_lib.data.abaw import read_split
     from course_lib.localization import localization_scores
 
     seed_everything(args.seed)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{p_mtl:.3f} ({'trained' if im.trained_now else 'cached'}; image model = token model to "
           f"{im.max_difference:.1e}), {t_model:.1f} s", flush=True)
 
-    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
+    val = read_split(root, "validation")
     max_frames = args.max_frames or MAX_FRAMES[args.mode]
     tick = time.perf_counter()
     occlusion = {k: v for k, v in (("window", args.occlusion_window),

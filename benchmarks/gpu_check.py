@@ -116,7 +116,7 @@ def steps(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str], di
     py = sys.executable
     full = {"COURSE_SMOKE": "0", "COURSE_SCALE": f"{scale_of(args):g}"}
     notebooks = ("00_welcome_and_setup",) if args.dry_run else NOTEBOOKS
-    runner = ("import sys, json; from pathlib import Path; from course_lib.execution import execute_notebook; "
+    runner = ("import sys, json; from pathlib import Path; from course_lib.tooling.execution import execute_notebook; "
               "runs = [execute_notebook(Path('notebooks') / f'{n}.ipynb', Path(sys.argv[1]), mode='full') "
               "for n in sys.argv[2:]]; "
               "print(json.dumps({r.name: {'ok': r.ok, 'seconds': round(r.seconds, 1), 'error': r.error} "
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             report["steps"][name] = {"ok": False, "error": "skipped: the budget was spent"}
             continue
         cap = min(left, CAPS[name] * args.budget_s / sum(CAPS.values()) + saved)
-        shown = " ".join(command[1:3] if command[1] != "-c" else ["course_lib.runner", *command[4:]])
+        shown = " ".join(command[1:3] if command[1] != "-c" else ["course_lib.tooling.runner", *command[4:]])
         print(f"{name}: {shown} (at most {cap:.0f} s)", flush=True)
         report["steps"][name] = outcome = run_step(command, timeout_s=cap, env={**env, **extra})
         saved = max(0.0, cap - outcome["seconds"])

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.course_map import course_notebooks
-from course_lib.execution import execute_notebook
+from course_lib.tooling.course_map import course_notebooks
+from course_lib.tooling.execution import execute_notebook
 
 
 def bare_notebook(source: Path, target: Path) -> Path:

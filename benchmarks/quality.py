@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from course_lib.config import cache_dir, get_device, mode_settings, seed_everything
     from course_lib.course_backbone import course_backbone
-    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
+    from course_lib.data.abaw import read_split
     from course_lib.baselines import hog_baseline, reading_ceiling
     from course_lib.data.synth import generate_dataset, oracle_scores
     from course_lib.features import ensure_features
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     t_progressive = time.perf_counter() - tick
     print(result.scores.round(3).to_string(index=False), flush=True)
 
-    train = read_mtl_annotations(root / SPLIT_FILES["train"])
-    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
+    train = read_split(root, "train")
+    val = read_split(root, "validation")
     trivial = do_nothing_scores(train, val)
     oracle = oracle_scores(root, "validation")
     final = result.scores[result.scores.model == "each task from its model"].iloc[-1]

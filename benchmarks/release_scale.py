@@ -126,7 +126,7 @@ def phase_heads(root: Path, epochs: int) -> dict:
 
     from course_lib.course_backbone import course_features
     from course_lib.losses import weighted_loss
-    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
+    from course_lib.data.abaw import read_split
     from course_lib.features import CachedFrameDataset
     from course_lib.models import MTLConfig, build_model
     from course_lib.train import TrainConfig, fit
@@ -134,8 +134,8 @@ def phase_heads(root: Path, epochs: int) -> dict:
     torch.set_num_threads(1)  # the heads are small: one thread is faster, as in the notebooks
     anon = AnonymousPeak()
     tick = time.perf_counter()
-    train = read_mtl_annotations(root / SPLIT_FILES["train"])
-    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
+    train = read_split(root, "train")
+    val = read_split(root, "validation")
     _, feats = course_features(root, "smoke", device="cpu", progress_bar=False)  # cached: only opens the memmaps
     train_set = CachedFrameDataset(feats["train"], train, what="tokens")
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from course_lib.config import get_device, seed_everything
     from course_lib.losses import weighted_loss
-    from course_lib.data.abaw import SPLIT_FILES, read_mtl_annotations
+    from course_lib.data.abaw import read_split
     from course_lib.data.datasets import FrameDataset
     from course_lib.data.synth import ensure_course_data
     from course_lib.models import MTLConfig, build_model
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(0)
     device = get_device()
     root = ensure_course_data("smoke", progress_bar=False)
-    table = read_mtl_annotations(root / SPLIT_FILES["train"])
+    table = read_split(root, "train")
     n = args.batch * (args.steps + 2)
     frames = FrameDataset(table, root, preload=True)
     data = Subset(frames, [i % len(frames) for i in range(n)])

@@ -19,7 +19,7 @@ if "jsonschema" not in sys.modules:
 
 from . import exercises  # noqa: E402
 from .config import CourseSetupError, get_device, resolve_mode, seed_everything  # noqa: E402
-from .notebook import NotebookEnv, setup_notebook  # noqa: E402
+from .tooling.notebook import NotebookEnv, setup_notebook  # noqa: E402
 from .progress import progress  # noqa: E402
 
 __version__ = "0.1.0"

@@ -25,9 +25,9 @@ from .baselines import hog_predictions, reading_predictions
 from .confidence import bootstrap_difference, bootstrap_many, interval_columns
 from .config import get_device
 from .course_backbone import course_features
-from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.abaw import read_split
 from .evaluate import METRIC_LABELS, METRICS, constant_table, floor_table, oracle_table, predictions_table, scores
-from .features import CachedFrameDataset, split_table
+from .features import CachedFrameDataset
 from .losses import weighted_loss
 from .models import MTLConfig, build_model
 from .multimodal import audio_summaries, audiovisual_windows, train_audiovisual
@@ -101,14 +101,14 @@ def run_ablation(root: str | Path, mode: str = "smoke", *, feats: dict | None = 
     if test and "test" not in feats:
         raise ValueError("test=True needs the test split's features: pass feats=course_features(root, mode, "
                          "test=True)[1]")
-    train = read_mtl_annotations(root / SPLIT_FILES["train"])
-    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
+    train = read_split(root, "train")
+    val = read_split(root, "validation")
     train_set = CachedFrameDataset(feats["train"], train, what="tokens")
     train_plain = DataLoader(train_set, batch_size=256)
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
     val_loader = DataLoader(val_set, batch_size=256)
     if test:
-        test_table = split_table(root, "test")
+        test_table = read_split(root, "test")
         test_loader = DataLoader(CachedFrameDataset(feats["test"], test_table, what="tokens"), batch_size=256)
     names = [n for n in ABLATION_STEPS if audio or n != "+ audio"]
     preds: dict[str, list[pd.DataFrame]] = {n: [] for n in names}

@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import librosa
 import numpy as np
 import pandas as pd
 import torch
@@ -81,8 +82,6 @@ def log_mel(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, n_mels: int = N_ME
     Slaney Mel filters from 0 Hz to Nyquist; then ``power_to_db`` with ``ref=1`` and no
     ``top_db`` clipping, so levels are absolute and comparable between clips.
     """
-    import librosa
-
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
         raise ValueError(f"wave must be 1-D (mono samples), got shape {wave.shape}")
@@ -179,8 +178,6 @@ def video_log_mel(root: Path | str, video: str, *, sample_rate: int = SAMPLE_RAT
             f"track, e.g. ffmpeg -i {video}.mp4 -ac 1 -ar {sample_rate} -sample_fmt s16 audio/{video}.wav")
     wave, rate = read_wav(path)
     if rate != sample_rate:
-        import librosa
-
         wave = librosa.resample(wave, orig_sr=rate, target_sr=sample_rate)
     return log_mel(wave, sample_rate, n_mels, win_ms, hop_ms)
 

@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from skimage.feature import hog
+from threadpoolctl import threadpool_limits
 
 from .data.abaw import FRAMES_FOLDER
 from .data.datasets import label_tensors
@@ -41,9 +44,6 @@ HOG_SETTINGS: dict[str, Any] = {"orientations": 9, "pixels_per_cell": (8, 8), "c
 
 def hog_features(table: pd.DataFrame, root: str | os.PathLike) -> np.ndarray:
     """HOG descriptors (N, D) of the grey-level frames of ``table`` under ``root/cropped_aligned``."""
-    from PIL import Image
-    from skimage.feature import hog
-
     folder = Path(root) / FRAMES_FOLDER
     out = []
     for image in table["image"]:
@@ -83,6 +83,7 @@ def linear_probe(x_train: np.ndarray, train: pd.DataFrame, x_eval: np.ndarray, *
     """Predictions for ``x_eval`` of linear models on fixed features fitted to ``train``'s labels:
     standardise, PCA to ``components``, then class-balanced logistic regression per AU and for
     EXPR, ridge regression for VA."""
+    # lazy: scikit-learn takes about 2 s to import, and only the baselines need it
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
@@ -123,8 +124,8 @@ def reading_predictions(root: str | os.PathLike, train: pd.DataFrame, evaluate: 
                         ) -> dict[str, np.ndarray]:
     """Predictions for ``evaluate`` of gradient boosting from each frame's true AU intensities
     (and occlusion and talking flags, from SynthAffWild's ground truth) to ``train``'s annotations."""
+    # lazy: scikit-learn takes about 2 s to import, and only the baselines need it
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from threadpoolctl import threadpool_limits
 
     # One thread: on tables of this size the threaded binning waits on joblib longer than it
     # works (28.6 s -> 21.4 s for the smoke split on 2 cores, the same predictions).

@@ -98,6 +98,7 @@ def budget(name: str, mode: str) -> dict[str, Any]:
 
 def budget_table(names: list[str] | None = None) -> "pandas.DataFrame":  # noqa: F821
     """Every setting of ``names`` (default: all rows) in smoke and full mode, one line each (shown in ``00``)."""
+    # lazy: pandas only for this table: `import course_lib` (every first cell) stays light
     import pandas as pd
 
     rows = [{"row": name, "setting": key, "smoke": repr(BUDGETS[name]["smoke"].get(key, "-")),

@@ -22,8 +22,8 @@ import os
 import random
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -58,6 +58,7 @@ def _env_flag(name: str) -> bool | None:
 
 def cuda_available() -> bool:
     """True when torch sees a CUDA GPU."""
+    # lazy: torch (2-3 s) only when asked: `import course_lib` and the set-up errors stay fast
     import torch
 
     return torch.cuda.is_available()
@@ -131,6 +132,7 @@ def mode_settings(table: dict[str, T], mode: str) -> T:
 
 def get_device(prefer: str | None = None) -> "torch.device":  # noqa: F821
     """The best device here: CUDA, then Apple's MPS, then the CPU (or ``prefer`` if given)."""
+    # lazy: torch (2-3 s) only when asked: `import course_lib` and the set-up errors stay fast
     import torch
 
     if prefer is not None:
@@ -149,6 +151,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> int:
     With ``deterministic=True`` torch is also asked for deterministic kernels, which is
     slower on a GPU and unnecessary on the CPU.
     """
+    # lazy: torch (2-3 s) only when asked: `import course_lib` and the set-up errors stay fast
     import torch
 
     random.seed(seed)
@@ -172,6 +175,7 @@ def seeded(seed: int) -> Iterator[None]:
     and the notebook's own stream (set by :func:`seed_everything`) is left as it was. The CPU
     generator is restored, and every CUDA generator where a GPU is present.
     """
+    # lazy: torch (2-3 s) only when asked: `import course_lib` and the set-up errors stay fast
     import torch
 
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

@@ -30,7 +30,7 @@ from torchvision.transforms import v2
 
 from .budgets import budget
 from .config import cache_dir, get_device, seeded
-from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.abaw import read_split
 from .data.datasets import FrameDataset
 from .data.synth import dataset_fingerprint
 from .features import ensure_features
@@ -140,8 +140,8 @@ def course_backbone(root: Path | str, mode: str = "smoke", *, device: torch.devi
                               settings=settings, history=pd.DataFrame(saved["history"]), scores=saved["scores"],
                               seconds=saved["seconds"], trained_now=False)
 
-    train = read_mtl_annotations(root / SPLIT_FILES["train"])
-    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
+    train = read_split(root, "train")
+    val = read_split(root, "validation")
     augment = v2.Compose([v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2)])
     train_set = FrameDataset(train, root, transform=augment, preload=True)
     val_set = FrameDataset(val, root, preload=True)

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .notebook import plotly_bundle
+from .tooling.notebook import plotly_bundle
 
 
 def plot_history(history: pd.DataFrame, title: str = "training") -> go.Figure:
@@ -51,6 +51,7 @@ class LiveCurves:
     def __call__(self, row: dict[str, Any]) -> None:
         self.rows.append(dict(row))
         try:
+            # lazy: IPython only inside a kernel (the tests draw curves without one)
             from IPython import get_ipython
             from IPython.display import display
         except ImportError:  # pragma: no cover - IPython ships with the course

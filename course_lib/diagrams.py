@@ -2,14 +2,19 @@
 
 Taught in ``00_welcome_and_setup``: :func:`pipeline_diagram` (the system the course builds)
 and :func:`task_panels` (the three tasks for one frame, with the valence/arousal circle).
+``03_cross_attention`` draws :func:`where_queries_should_look` (the 22 queries and the token
+cells where each active AU's evidence lies).
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 
 from .data.face import Identity, region_mask, render_face
 from .labels import AU_DESCRIPTIONS, AU_NAMES, EXPR_CIRCUMPLEX, EXPR_NAMES
+from .models.cross_attention import QUERY_NAMES
 
 #: One colour per task, used by every figure of the course.
 TASK_COLORS = {"au": "#2a9d8f", "expr": "#e76f51", "va": "#457b9d", "shared": "#6c757d"}
@@ -17,6 +22,7 @@ TASK_COLORS = {"au": "#2a9d8f", "expr": "#e76f51", "va": "#457b9d", "shared": "#
 
 def pipeline_diagram():
     """The data flow of the course as boxes and arrows, each box tagged with its notebook."""
+    # lazy: matplotlib takes about 1 s to import; the slides import this module for one figure
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -75,6 +81,7 @@ def task_panels(au: np.ndarray | None = None, expr_probs: np.ndarray | None = No
 
     Without arguments it shows an example frame of a smiling face (AU6 + AU12 + AU25).
     """
+    # lazy: matplotlib takes about 1 s to import; the slides import this module for one figure
     import matplotlib.pyplot as plt
 
     if au is None:
@@ -126,10 +133,50 @@ def task_panels(au: np.ndarray | None = None, expr_probs: np.ndarray | None = No
     return fig
 
 
+def where_queries_should_look(image: np.ndarray, masks: np.ndarray, coverage: np.ndarray, active: list[int],
+                              title: str, min_share: float = 0.25):
+    """One frame under its token grid, the 22 queries beside it, and for each AU in ``active`` its
+    region (outline) with arrows from its query to the cells the region covers (``03``, section 1).
+
+    ``masks`` are the 12 AU regions (12, H, W) and ``coverage`` their share of each token cell
+    (12, h, w); a cell counts when the region covers at least ``min_share`` of it.
+    """
+    # lazy: matplotlib takes about 1 s to import; the slides import this module for one figure
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+
+    size, grid = masks.shape[-1], coverage.shape[-1]  # the image is drawn at the masks' size
+    cell = size / grid
+    kinds = ["au"] * 12 + ["expr"] * 8 + ["va"] * 2
+    palette = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(9, 6.2))
+    ax.imshow(image, extent=(0, size, size, 0))
+    for i in range(grid + 1):  # the token grid
+        ax.plot([0, size], [i * cell, i * cell], color="white", lw=0.5, alpha=0.6)
+        ax.plot([i * cell, i * cell], [0, size], color="white", lw=0.5, alpha=0.6)
+    query_y, x_query = np.linspace(-4, size + 4, 22), size + 60
+    for j, (name, kind) in enumerate(zip(QUERY_NAMES, kinds)):
+        ax.text(x_query, query_y[j], name, fontsize=7, va="center", ha="left", color="white",
+                bbox=dict(boxstyle="round,pad=0.2", fc=TASK_COLORS[kind], ec="none"))
+    for n, a in enumerate(active):
+        color = palette(n)
+        if masks[a].any():
+            ax.contour(masks[a], levels=[0.5], colors=[color], linewidths=1.5)
+        for r, c in zip(*np.nonzero(coverage[a] >= min_share)):
+            ax.add_patch(Rectangle((c * cell, r * cell), cell, cell, fc=color, alpha=0.35, ec=color, lw=1.5))
+            ax.annotate("", xy=((c + 0.5) * cell, (r + 0.5) * cell), xytext=(x_query - 1, query_y[a]),
+                        arrowprops=dict(arrowstyle="-|>", color=color, lw=0.9, alpha=0.8))
+    ax.set_xlim(-2, x_query + 30)
+    ax.set_ylim(size + 8, -8)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
 def figure_to_png(fig, dpi: int = 110) -> bytes:
     """Render a matplotlib figure to PNG bytes (for slides and HTML pages) and close it."""
-    import io
-
+    # lazy: matplotlib takes about 1 s to import; the slides import this module for one figure
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -141,6 +188,7 @@ def figure_to_png(fig, dpi: int = 110) -> bytes:
 def au_atlas(identity=None, intensity: float = 1.0, image_size: int = 112):
     """The AU atlas (``01_data``): a neutral face, then each AU alone; below each, what changed
     (absolute difference to neutral) and the AU's ground-truth region outlined on the face."""
+    # lazy: matplotlib takes about 1 s to import; the slides import this module for one figure
     import matplotlib.pyplot as plt
 
     identity = identity or Identity()

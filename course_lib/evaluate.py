@@ -30,8 +30,8 @@ import pandas as pd
 from .data.abaw import LABEL_COLUMNS, TEST_LABELS, TEST_LIST, AnnotationError, read_mtl_annotations, read_test_list
 from .data.synth import clean_labels
 from .files import atomic_write
-from .labels import AU_NAMES, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA
-from .metrics import do_nothing_predictions, p_mtl, tune_au_thresholds
+from .labels import AU_NAMES, EXPR_NAMES
+from .metrics import do_nothing_predictions, p_mtl, tune_au_thresholds, with_missing_markers
 
 N_AU, N_EXPR = len(AU_NAMES), len(EXPR_NAMES)
 #: Predicted AU probability columns of a predictions table.
@@ -134,9 +134,8 @@ def metric_arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"the predictions table lacks {missing}: build it with predictions_table")
     has_va, has_expr, has_au = (df[c].to_numpy(dtype=bool) for c in ("has_va", "has_expr", "has_au"))
-    va = np.where(has_va[:, None], df[["valence", "arousal"]].to_numpy(dtype=np.float64), MISSING_VA)
-    expr = np.where(has_expr, df["expression"].to_numpy(dtype=np.float64), MISSING_EXPR).astype(np.int64)
-    au = np.where(has_au[:, None], df[list(AU_NAMES)].to_numpy(dtype=np.float64), MISSING_AU).astype(np.int64)
+    va, expr, au = with_missing_markers(df[["valence", "arousal"]], df["expression"], df[list(AU_NAMES)],
+                                        has_va, has_expr, has_au)
     return {"va": va, "va_pred": df[["pred_valence", "pred_arousal"]].to_numpy(dtype=np.float64),
             "expr": expr, "expr_pred": df["pred_expression"].to_numpy(dtype=np.int64),
             "au": au, "au_pred": df[list(AU_PROB_COLUMNS)].to_numpy(dtype=np.float64),

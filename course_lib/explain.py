@@ -40,7 +40,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 from .budgets import BUDGETS, budget
 from .config import cache_dir, seeded
 from .course_backbone import CourseBackbone, course_features
-from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.abaw import read_split
 from .data.datasets import FrameDataset
 from .features import CachedFrameDataset
 from .labels import AU_NAMES, EXPR_NAMES
@@ -231,8 +231,8 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
     key = hashlib.sha256(json.dumps({"backbone": cb.fingerprint, "settings": settings, "seed": seed,
                                      "config": asdict(config)}, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir("explain") / f"heads-{cb.settings['name']}-{key}.pt"
-    train = read_mtl_annotations(root / SPLIT_FILES["train"])
-    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
+    train = read_split(root, "train")
+    val = read_split(root, "validation")
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
 
     if path.exists() and not retrain:

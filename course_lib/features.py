@@ -37,26 +37,16 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
+from torchvision.transforms.v2 import functional as F
 
 from .config import cache_dir, get_device
-from .data.abaw import SPLIT_FILES, TEST_LIST, checked_table, read_mtl_annotations, read_test_list
+from .data.abaw import SPLIT_FILES, checked_table, read_split
 from .data.datasets import FrameDataset, FrameLabels, WindowedLabels
 from .data.synth import dataset_fingerprint
 from .files import atomic_write
 from .progress import progress
 
 What = Literal["tokens", "pooled", "both"]
-
-
-def split_table(root: str | os.PathLike, split: str) -> pd.DataFrame:
-    """The table of one split of ``root``: its annotation file, or for ``"test"`` the test list
-    (:data:`~course_lib.data.abaw.TEST_LIST`, every label missing)."""
-    root = Path(root)
-    if split == "test":
-        return read_test_list(root / TEST_LIST)
-    if split not in SPLIT_FILES:
-        raise ValueError(f"unknown split {split!r}: use one of {[*SPLIT_FILES, 'test']}")
-    return read_mtl_annotations(root / SPLIT_FILES[split])
 
 
 _DTYPES: dict[torch.dtype, np.dtype] = {torch.float16: np.dtype(np.float16), torch.float32: np.dtype(np.float32)}
@@ -217,7 +207,6 @@ class _Resize:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         if tuple(image.shape[-2:]) == (self.size, self.size):
             return image
-        from torchvision.transforms.v2 import functional as F
 
         image = F.to_dtype(image, torch.float32, scale=True)
         return F.resize(image, [self.size, self.size], antialias=True).clamp_(0, 1)
@@ -357,7 +346,7 @@ def ensure_features(backbone: nn.Module, root: str | os.PathLike, *, backbone_fi
                     num_workers: int = 0, progress_bar: bool = True) -> dict[str, CachedFeatures]:
     """The cached features of each split of the data set in ``root``, extracting what is missing.
 
-    Reads each split's table with :func:`split_table` (the annotation files; ``"test"``: the
+    Reads each split's table with :func:`~course_lib.data.abaw.read_split` (the annotation files; ``"test"``: the
     test list) and keys the cache with :func:`feature_key` (``backbone_fingerprint``,
     :func:`~course_lib.data.synth.dataset_fingerprint` of ``root``, ``image_size``); frames are
     resized to ``image_size``. Returns ``{split: CachedFeatures}``.
@@ -367,7 +356,7 @@ def ensure_features(backbone: nn.Module, root: str | os.PathLike, *, backbone_fi
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}: use {[*SPLIT_FILES, 'test']}")
     key = feature_key(backbone_fingerprint, dataset_fingerprint(root), image_size)
-    return {split: extract_features(backbone, split_table(root, split), root, key=key,
+    return {split: extract_features(backbone, read_split(root, split), root, key=key,
                                     split=split, batch_size=batch_size, device=device, dtype=dtype,
                                     num_workers=num_workers, progress_bar=progress_bar, image_size=image_size)
             for split in splits}
@@ -464,4 +453,4 @@ class CachedWindowDataset(WindowedLabels):
 
 
 __all__ = ["CachedFeatures", "CachedFrameDataset", "CachedWindowDataset", "FeatureRows", "PRELOAD_LIMIT", "SPLIT_FILES",
-           "describe", "ensure_features", "extract_features", "feature_key", "split_table"]
+           "describe", "ensure_features", "extract_features", "feature_key"]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.abaw import au_pos_weights, expr_class_weights
+from .data.label_stats import au_pos_weights, expr_class_weights
 from .labels import AU_NAMES, EXPR_NAMES, MISSING_AU, MISSING_EXPR, MISSING_VA
 
 #: The tasks of :class:`MultiTaskLoss`, in the order they are computed and reported.

@@ -224,6 +224,21 @@ def _va_rows(va_true: Any, va_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
+def with_missing_markers(va: ArrayLike, expr: ArrayLike, au: ArrayLike, has_va: ArrayLike | None = None,
+                         has_expr: ArrayLike | None = None, has_au: ArrayLike | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels as :func:`p_mtl` reads them: the files' missing markers wherever a ``has_*`` flag says a
+    frame lacks that task's label (no flag: the labels as they are). Returns float VA, int EXPR, int AU."""
+    va, expr, au = (np.asarray(x, dtype=np.float64) for x in (va, expr, au))
+    if has_va is not None:
+        va = np.where(np.asarray(has_va, dtype=bool).reshape(-1, 1), va, MISSING_VA)
+    if has_expr is not None:
+        expr = np.where(np.asarray(has_expr, dtype=bool).reshape(-1), expr, MISSING_EXPR)
+    if has_au is not None:
+        au = np.where(np.asarray(has_au, dtype=bool).reshape(-1, 1), au, MISSING_AU)
+    return va, expr.astype(np.int64), au.astype(np.int64)
+
+
 def p_mtl(va_true: ArrayLike, va_pred: ArrayLike, expr_true: ArrayLike, expr_pred: ArrayLike,
           au_true: ArrayLike, au_pred: ArrayLike, *, au_threshold: float | ArrayLike = 0.5
           ) -> dict[str, Any]:

@@ -30,13 +30,18 @@ import json
 import math
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
+from safetensors.torch import save_file
 from torch import nn
 
 from .config import cache_dir, get_device, seeded
@@ -274,8 +279,6 @@ def write_release(out: Path, backbone: Backbone, settings: dict, history: list[d
 
     ``before``: the card of the run this one continued (``init``): its history comes first, and
     frames, time and commands add up."""
-    from safetensors.torch import save_file
-
     backbone = backbone.cpu().eval()
     state = {k: v.detach().contiguous() for k, v in backbone.model.state_dict().items()}
     tmp = out / ".weights.safetensors.tmp"
@@ -354,10 +357,6 @@ def model_card_markdown(card: dict) -> str:
 
 def plot_pretraining(card: dict, title: str = "pretraining the course backbone"):
     """A plotly figure of a model card's history: the loss per step and the held-out AU probe R²."""
-    import pandas as pd
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     history = pd.DataFrame(card["history"])
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (standardised MSE)",
                                                         "AU probe R² on held-out identities"))
@@ -377,8 +376,6 @@ def plot_pretraining(card: dict, title: str = "pretraining the course backbone")
 
 def ship(out: Path | str, target: Path | str | None = None) -> Path:
     """Copy a finished run's weights and card into ``course_lib/weights/`` (or ``target``)."""
-    import shutil
-
     target = Path(target) if target is not None else Path(__file__).parent / "weights"
     target.mkdir(parents=True, exist_ok=True)
     for name in ("weights.safetensors", "model_card.json", "MODEL_CARD.md"):

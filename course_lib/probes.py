@@ -43,6 +43,7 @@ def pooled_features(backbone: torch.nn.Module, pixels: np.ndarray, *, batch_size
 
 def _ridge(cv) -> "object":
     """Standardised features -> ridge -> standardised AU intensities, its strength chosen by ``cv``."""
+    # lazy: scikit-learn takes about 2 s to import; the pretraining loop imports this module
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
@@ -57,6 +58,7 @@ def _ridge(cv) -> "object":
 
 
 def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    # lazy: scikit-learn takes about 2 s to import; the pretraining loop imports this module
     from sklearn.metrics import r2_score
 
     return {name: float(r2_score(truth[:, k], pred[:, k])) for k, name in enumerate(AU_NAMES)}
@@ -65,8 +67,10 @@ def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 def _fit_probe(train_x: np.ndarray, train_y: np.ndarray, groups: np.ndarray | None) -> "object":
     """:func:`_ridge` fitted on the training rows, its strength chosen across ``groups`` (5 folds) when
     there are at least 5 of them, by leave-one-out otherwise; refitted on all rows at that strength."""
+    # lazy: scikit-learn takes about 2 s to import; the pretraining loop imports this module
     from sklearn.model_selection import GroupKFold
 
+    # lazy: scikit-learn takes about 2 s to import; the pretraining loop imports this module
     from scipy.linalg import LinAlgWarning
 
     cv = None
@@ -101,6 +105,7 @@ def au_probe_by_video(features: np.ndarray, au: np.ndarray, video: np.ndarray, f
     frame is predicted once by a probe that never saw its person, and R² is taken over all of
     them. Steadier than one validation split, where a rare AU may occur in a handful of frames.
     Returns ``{"mean", "per_au", "alpha"}`` (``alpha``: the median choice over the rounds)."""
+    # lazy: scikit-learn takes about 2 s to import; the pretraining loop imports this module
     from sklearn.model_selection import GroupKFold
 
     if len(np.unique(video)) < 2 * folds:
@@ -117,6 +122,7 @@ def au_probe_by_video(features: np.ndarray, au: np.ndarray, video: np.ndarray, f
 def identity_probe(features: np.ndarray, identity: np.ndarray, *, seed: int = 0) -> float:
     """Accuracy of a logistic classifier telling people apart, trained on half of each person's
     frames and tested on the other half (chance: 1 / number of people)."""
+    # lazy: scikit-learn takes about 2 s to import; the pretraining loop imports this module
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -168,6 +174,7 @@ def course_au_probe(backbone: torch.nn.Module, probe_set: dict, *, device: torch
 def plot_au_probes(results: dict[str, dict], title: str = "AU probe: R² per AU on faces of unseen people"):
     """Grouped bars of per-AU R² for several backbones (``{name: au_probe(...) result}``); a static
     matplotlib figure, so that the slides can show it."""
+    # lazy: matplotlib takes about 1 s to import, for this one figure
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 3.6))

@@ -23,11 +23,13 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int 
     so ``bar.set_postfix(loss=...)`` works in both modes.
     """
     if is_headless():
+        # lazy: which tqdm depends on where the bar is shown (decided at each call)
         from tqdm import tqdm
 
         kwargs.setdefault("mininterval", 5.0)
         kwargs.setdefault("ascii", True)
         kwargs.setdefault("ncols", 80)
     else:
+        # lazy: which tqdm depends on where the bar is shown (decided at each call)
         from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, total=total, **kwargs)

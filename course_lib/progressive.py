@@ -26,6 +26,7 @@ stage's validation scores measured in that run (:class:`ProgressiveResult`).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -46,9 +47,10 @@ from torch.utils.data import DataLoader
 from .budgets import budget
 from .config import get_device, repo_root, seed_everything
 from .course_backbone import course_features
-from .data.abaw import SPLIT_FILES, read_mtl_annotations
+from .data.abaw import read_split
 from .data.synth import ensure_course_data
 from .features import CachedFrameDataset
+from .labels import TASK_OUTPUTS
 from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel, build_model
 from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
@@ -116,14 +118,14 @@ class FusionModel(nn.Module):
         dim = task_models["au"].config.dim
         self.dim = dim
         self.fuse = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.correct = nn.ModuleDict({t: nn.Linear(2 * dim, n) for t, n in (("au", 12), ("expr", 8), ("va", 2))})
+        self.correct = nn.ModuleDict({t: nn.Linear(2 * dim, TASK_OUTPUTS[t]) for t in TASKS})
         for head in self.correct.values():  # start exactly at the stage-1 outputs
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
     @property
     def feature_dim(self) -> int:
-        return 4 * self.dim + 22
+        return 4 * self.dim + sum(TASK_OUTPUTS.values())
 
     def forward(self, tokens: torch.Tensor, return_features: bool = False) -> dict[str, Any]:
         own = {t: m(tokens, return_features=True) for t, m in self.task_models.items()}
@@ -259,8 +261,8 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
     out_dir = Path(out_dir) if out_dir is not None else None
     if feats is None:
         _, feats = course_features(root, mode, device=device, progress_bar=progress_bar)
-    train = read_mtl_annotations(root / SPLIT_FILES["train"])
-    val = read_mtl_annotations(root / SPLIT_FILES["validation"])
+    train = read_split(root, "train")
+    val = read_split(root, "validation")
     train_set = CachedFrameDataset(feats["train"], train, what="tokens")
     val_set = CachedFrameDataset(feats["validation"], val, what="tokens")
     val_loader = DataLoader(val_set, batch_size=256)
@@ -303,7 +305,6 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
 
     if "stage2" in stages:
         # ---- stage 2: joint training with feature fusion, from the stage-1 weights
-        import copy
 
         tick = time.perf_counter()
         trained = train_on_features(

@@ -26,14 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data.distributed import DistributedSampler
 
 from .files import atomic_write
-from .labels import MISSING_AU, MISSING_EXPR, MISSING_VA
 from .losses import MultiTaskLoss
-from .metrics import p_mtl
+from .metrics import p_mtl, with_missing_markers
 from .models.temporal import stitch_windows
 from .progress import progress
 
@@ -146,14 +149,9 @@ def predict(model: nn.Module, loader, *, input_key: InputKey = "tokens", device:
 
 def score(predictions: dict[str, np.ndarray], au_threshold: float | np.ndarray = 0.5) -> dict[str, Any]:
     """P_MTL of :func:`predict`'s output, leaving out missing labels (markers or ``has_*`` masks)."""
-    va, expr, au = (np.asarray(predictions[k], dtype=np.float64) for k in ("va", "expr", "au"))
-    if "has_va" in predictions:
-        va = np.where(predictions["has_va"].reshape(-1, 1), va, MISSING_VA)
-    if "has_expr" in predictions:
-        expr = np.where(predictions["has_expr"].reshape(-1), expr, MISSING_EXPR)
-    if "has_au" in predictions:
-        au = np.where(predictions["has_au"].reshape(-1, 1), au, MISSING_AU)
-    return p_mtl(va, predictions["va_pred"], expr.astype(np.int64), predictions["expr_pred"], au.astype(np.int64),
+    va, expr, au = with_missing_markers(*(predictions[k] for k in ("va", "expr", "au")),
+                                        *(predictions.get(f"has_{k}") for k in ("va", "expr", "au")))
+    return p_mtl(va, predictions["va_pred"], expr, predictions["expr_pred"], au,
                  predictions["au_pred"], au_threshold=au_threshold)
 
 
@@ -176,9 +174,6 @@ def distributed_loader(loader, *, seed: int = 0):
     Outside a process group, or when the loader already has one, it is returned as it is.
     Shuffling follows the original loader (``shuffle=True`` stays shuffled, re-seeded per epoch).
     """
-    from torch.utils.data import DataLoader, RandomSampler
-    from torch.utils.data.distributed import DistributedSampler
-
     rank, world = _distributed()
     if world == 1 or isinstance(loader.sampler, DistributedSampler):
         return loader
@@ -342,8 +337,6 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
     whole validation set (so all take the same decisions) and only rank 0 prints, plots and
     writes the checkpoint.
     """
-    import pandas as pd
-
     # ---- set-up: device and precision, optimiser and schedule, a resumed run
     config = config or TrainConfig()
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -366,8 +359,6 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
 
     train_model: nn.Module = model  # what the step calls: the model, wrapped for DDP and compiled if asked
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         train_model = torch.compile(train_model)

@@ -62,7 +62,7 @@ def executed_notebooks():
     ``test_notebooks.py`` (which runs first) writes them; a copy that is missing or older than
     its source is executed here, in smoke mode, so the slide and page tests also run alone.
     """
-    from course_lib.slides import ExecutedNotebooks
+    from course_lib.tooling.slides import ExecutedNotebooks
 
     return ExecutedNotebooks(REPO / "build" / "test-notebooks", mode="smoke")
 

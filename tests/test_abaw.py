@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from course_lib.data.abaw import (
-    TABLE_COLUMNS, AnnotationError, au_cooccurrence, au_pos_weights, expr_class_weights, label_counts,
-    read_mtl_annotations, read_per_task_annotations, write_mtl_annotations,
+    TABLE_COLUMNS, AnnotationError, read_mtl_annotations, read_per_task_annotations, write_mtl_annotations,
 )
+from course_lib.data.label_stats import au_cooccurrence, au_pos_weights, expr_class_weights, label_counts
 from course_lib.data.datasets import FrameDataset, SequenceDataset, frames_exist
 from course_lib.labels import AU_NAMES, EXPR_NAMES, MTL_HEADER
 

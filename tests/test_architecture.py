@@ -16,9 +16,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "course_lib"
 #: The most lines a module of the package may have.
 MAX_LINES = 500
-#: The course tooling beside the ML core (and ``exercises/``): it may use the core, never the reverse.
-TOOLING = ("notebook", "curves", "diagrams", "course_map", "execution", "runner", "slides", "pages", "colab",
-           "memory")
+#: Beside the ML core: the course tooling (``tooling/``, ``exercises/``) and the figures and memory
+#: estimates the notebooks show. They may use the core, never the reverse.
+BESIDE_THE_CORE = ("tooling", "exercises", "curves", "diagrams", "memory")
 
 
 def _modules() -> dict[str, Path]:
@@ -105,7 +105,8 @@ def test_no_import_circles_counting_imports_inside_functions():
 def test_the_package_parts_import_what_they_should():
     graph = _graph()
     # the ML core never reaches into the course tooling (ARCHITECTURE.md)
-    tooling = {f"course_lib.{m}" for m in TOOLING} | {m for m in MODULES if m.startswith("course_lib.exercises")}
+    tooling = {m for m in MODULES if m.split(".")[1:2] and m.split(".")[1] in BESIDE_THE_CORE}
+    assert {"course_lib.tooling.runner", "course_lib.exercises.nb03", "course_lib.curves"} <= tooling
     for name in graph:
         if name not in tooling and name != "course_lib":
             assert not graph[name] & tooling, f"{name} imports course tooling {graph[name] & tooling}"
@@ -147,3 +148,24 @@ def test_library_code_never_reseeds_the_global_generators():
     assert not hits, "global reseeding in library code:\n" + "\n".join(hits)
     assert pattern.search("torch.manual_seed(0)") and pattern.search("np.random.seed(1)")
     assert not pattern.search("g = torch.Generator().manual_seed(seed)")
+
+
+def test_the_course_tooling_lives_in_its_own_subpackage():
+    flat = {path.stem for path in PACKAGE.glob("*.py")}
+    assert not flat & {"notebook", "execution", "runner", "slides", "pages", "course_map", "colab"}
+    assert {path.stem for path in (PACKAGE / "tooling").glob("*.py")} >= {"notebook", "runner", "slides", "colab"}
+
+
+def test_every_import_inside_a_function_says_why():
+    """An import sits inside a function only where it keeps start-up light, and a comment says so."""
+    silent = []
+    for name, path in MODULES.items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            inner = sorted({sub.lineno for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom))})
+            firsts = [n for n in inner if n - 1 not in inner]  # the first line of each run of imports
+            silent += [f"{path.relative_to(PACKAGE.parent)}:{n}: {lines[n - 1].strip()}" for n in firsts
+                       if "#" not in lines[n - 1] and not lines[n - 2].strip().startswith("#")]
+    assert not silent, "imports inside functions without a reason:\n" + "\n".join(sorted(set(silent)))

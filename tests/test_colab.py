@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from importlib import metadata
 
-from course_lib import colab
+from course_lib.tooling import colab
 
 
 def test_missing_requirements_skip_installed_torch_and_frontend():
@@ -38,7 +38,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from course_lib.config import REPO_URL  # noqa: E402
-from course_lib.course_map import course_notebooks  # noqa: E402
+from course_lib.tooling.course_map import course_notebooks  # noqa: E402
 from course_lib.memory import T4_USABLE_BYTES, saved_activation_bytes, training_memory  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def test_setup_cell_on_colab_clones_and_installs_without_torch(path, monkeypatch
     namespace: dict = {}
     exec(compile(setup, f"{path.name}, first code cell", "exec"), namespace)
     assert ran[0][0][:2] == ["git", "clone"] and REPO_URL in ran[0][0] and ran[0][0][-1] == "/content/course"
-    assert ran[1] == ([sys.executable, "-m", "course_lib.colab"], "/content/course")
+    assert ran[1] == ([sys.executable, "-m", "course_lib.tooling.colab"], "/content/course")
     assert len(ran) == 2 and "torch" not in " ".join(" ".join(cmd) for cmd, _ in ran)
     assert "course_lib" in namespace and sys.path[0] == "/content/course"
 

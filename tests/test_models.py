@@ -353,7 +353,7 @@ def test_build_model_uses_the_training_table():
     table = pd.DataFrame(rng.integers(0, 2, (50, 12)), columns=list(AU_NAMES)).assign(has_au=True)
     cfg = MTLConfig(token_dim=C, dim=DIM, heads=2, depth=1, learned_k=None)
     model = build_model(cfg, table)
-    from course_lib.data.abaw import au_cooccurrence
+    from course_lib.data.label_stats import au_cooccurrence
 
     torch.testing.assert_close(model.graph.adjacency, cooccurrence_adjacency(au_cooccurrence(table)))
     with pytest.raises(ValueError, match="train_table"):

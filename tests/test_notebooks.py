@@ -9,8 +9,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from course_lib.course_map import course_notebooks
-from course_lib.execution import execute_notebook
+from course_lib.tooling.course_map import course_notebooks
+from course_lib.tooling.execution import execute_notebook
 
 NOTEBOOKS = course_notebooks()
 CELL_TIMEOUT = 300  # seconds; smoke cells should take a few

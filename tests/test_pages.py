@@ -7,8 +7,8 @@ import json
 import nbformat
 import pytest
 
-from course_lib.course_map import course_notebooks
-from course_lib.pages import export_pages, math_svg, notebook_page, remote_loads
+from course_lib.tooling.course_map import course_notebooks
+from course_lib.tooling.pages import export_pages, math_svg, notebook_page, remote_loads
 
 
 def test_math_is_drawn_locally():
@@ -28,7 +28,7 @@ def test_a_page_loads_nothing_remote(tmp_path):
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from course_lib.notebook import configure_plotly
+    from course_lib.tooling.notebook import configure_plotly
 
     configure_plotly()
     renderer = pio.renderers["course_notebook"]

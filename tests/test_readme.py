@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from course_lib.course_map import course_map_markdown
+from course_lib.tooling.course_map import course_map_markdown
 
 
 def test_two_commands_at_the_top(repo):
@@ -24,7 +24,7 @@ def test_ci_runs_the_readme_test_command(repo):
 
 def test_course_map_is_current(repo):
     readme = (repo / "README.md").read_text()
-    assert course_map_markdown() in readme, "regenerate with: .venv/bin/python -m course_lib.course_map"
+    assert course_map_markdown() in readme, "regenerate with: .venv/bin/python -m course_lib.tooling.course_map"
 
 
 def test_generated_files_are_ignored(repo):

@@ -14,10 +14,10 @@ import os
 import nbformat
 import pytest
 
-from course_lib.course_map import course_notebooks
+from course_lib.tooling.course_map import course_notebooks
 from course_lib.data.release import export_release_layout
 from course_lib.data.synth import synthetic_course_data
-from course_lib.execution import execute_notebook
+from course_lib.tooling.execution import execute_notebook
 
 NOTEBOOKS = course_notebooks()
 #: The one-line notices each notebook must print on a release copy.
@@ -61,8 +61,8 @@ def test_notebook_runs_on_a_release_layout_copy(path, repo, release_copy):
 def test_slides_and_pages_build_from_the_release_run(repo, tmp_path):
     """``make course`` on a real copy also builds the decks and pages: a figure a notebook skipped
     shows its one-line notice instead."""
-    from course_lib.pages import export_pages
-    from course_lib.slides import build_decks
+    from course_lib.tooling.pages import export_pages
+    from course_lib.tooling.slides import build_decks
 
     executed = repo / "build" / "test-release-notebooks"
     decks = build_decks(out_dir=tmp_path / "slides", executed=executed, execute=False)

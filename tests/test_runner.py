@@ -1,4 +1,4 @@
-"""``make course`` / ``course_lib.runner``: the table, failures named by cell, one-line set-up errors."""
+"""``make course`` / ``course_lib.tooling.runner``: the table, failures named by cell, one-line set-up errors."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from course_lib.execution import NotebookRun
-from course_lib.runner import format_table
+from course_lib.tooling.execution import NotebookRun
+from course_lib.tooling.runner import format_table
 
 
 def _run(args, env=None, cwd=None):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "course_lib.runner", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "course_lib.tooling.runner", *args], capture_output=True,
                           text=True, env=full_env, cwd=cwd, timeout=300)
 
 
@@ -107,7 +107,7 @@ def test_format_table_columns(tmp_path):
 
 
 def test_record_times_fills_the_instructor_guide(tmp_path):
-    from course_lib.runner import TIMES_END, TIMES_START, record_times
+    from course_lib.tooling.runner import TIMES_END, TIMES_START, record_times
 
     report = {"date": "2026-11-22", "machine": "CPU only, 2 cores", "runs": [
         {"name": "00_a", "mode": "smoke", "seconds": 11.6, "ok": True, "error": None},
@@ -130,7 +130,7 @@ def test_record_times_fills_the_instructor_guide(tmp_path):
 
 
 def test_report_records_the_scale_of_a_scaled_run(tmp_path, monkeypatch):
-    from course_lib.runner import write_report
+    from course_lib.tooling.runner import write_report
 
     runs = [NotebookRun("00_a", "full", 1.0, True, None, tmp_path)]
     monkeypatch.setenv("COURSE_SCALE", "0.05")
@@ -143,8 +143,8 @@ def test_instructor_guide_records_every_notebook(repo):
     """The guide's run-time table was written by --record-times from a run of the whole course."""
     import re
 
-    from course_lib.course_map import course_notebooks
-    from course_lib.runner import TIMES_END, TIMES_START
+    from course_lib.tooling.course_map import course_notebooks
+    from course_lib.tooling.runner import TIMES_END, TIMES_START
 
     text = (repo / "slides" / "INSTRUCTOR.md").read_text()
     block = text.split(TIMES_START, 1)[1].split(TIMES_END, 1)[0]

@@ -13,9 +13,9 @@ import os
 import nbformat
 import pytest
 
-from course_lib.course_map import course_notebooks
-from course_lib.execution import execute_notebook
-from course_lib.runner import write_report
+from course_lib.tooling.course_map import course_notebooks
+from course_lib.tooling.execution import execute_notebook
+from course_lib.tooling.runner import write_report
 
 NOTEBOOKS = course_notebooks()
 SCALE = os.environ.get("COURSE_SCALE") or "0.05"

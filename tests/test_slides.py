@@ -13,8 +13,8 @@ import re
 import nbformat
 import pytest
 
-from course_lib.course_map import course_notebooks
-from course_lib.slides import (FIGURES, SlideError, TAG_PREFIX, build_decks, notebook_references, parse_deck,
+from course_lib.tooling.course_map import course_notebooks
+from course_lib.tooling.slides import (FIGURES, SlideError, TAG_PREFIX, build_decks, notebook_references, parse_deck,
                                render_deck)
 
 
@@ -106,7 +106,7 @@ def test_bad_decks_name_the_problem(tmp_path):
         render_deck("# T\n\n![x](figure:nope)")
     with pytest.raises(SlideError, match="deck.md: slide 2 is empty"):
         parse_deck("# T\n---\n\n---\nthird", "deck.md")
-    from course_lib.slides import ExecutedNotebooks
+    from course_lib.tooling.slides import ExecutedNotebooks
 
     with pytest.raises(SlideError, match=r"deck.md: notebook 01_data has 0 cells tagged 'slide-nope'"):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
@@ -125,7 +125,7 @@ def test_notes_are_split_from_slides():
 
 
 def test_a_figure_skipped_on_real_data_shows_its_notice():
-    from course_lib.slides import cell_figure_html
+    from course_lib.tooling.slides import cell_figure_html
 
     cell = nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
         "stream", name="stdout", text="skipped: the oracle reference. s-Aff-Wild2 has no ground_truth/<video>.npz: ...\n")])

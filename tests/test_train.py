@@ -238,11 +238,11 @@ def test_live_curves_update_one_figure_in_an_executed_notebook(tmp_path):
     """Papermill keeps one figure per LiveCurves holding every epoch (not one per epoch), and plotly.js once."""
     import nbformat
 
-    from course_lib.execution import execute_notebook
+    from course_lib.tooling.execution import execute_notebook
 
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("SMOKE = True"),
-        nbformat.v4.new_code_cell("from course_lib.notebook import configure_plotly\nconfigure_plotly()\n"
+        nbformat.v4.new_code_cell("from course_lib.tooling.notebook import configure_plotly\nconfigure_plotly()\n"
                                   "import plotly.graph_objects as go\ngo.Figure(go.Bar(y=[1, 2])).show()\n"
                                   "from course_lib.curves import LiveCurves\ncurves = LiveCurves('demo')\nmore = LiveCurves('second')\n"
                                   "for e in range(1, 4):\n    row = {'epoch': e, 'loss': 1.0 / e, 'loss_au': 0.5, 'loss_expr': 0.3, 'loss_va': 0.2,"

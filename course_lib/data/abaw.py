@@ -1,4 +1,4 @@
-"""Reading, checking and writing the ABAW annotations of s-Aff-Wild2 and Aff-Wild2, and their label statistics.
+"""Reading, checking and writing the ABAW annotations of s-Aff-Wild2 and Aff-Wild2.
 
 Taught in ``01_data``. Everything works on one *table*, a pandas DataFrame with one row per
 frame and the columns of :data:`TABLE_COLUMNS`:
@@ -7,8 +7,8 @@ frame and the columns of :data:`TABLE_COLUMNS`:
 
 Missing labels keep the files' markers (valence/arousal ``-5``, expression ``-1``, AUs ``-1``)
 and the ``has_*`` flags say which tasks a frame is labelled for. The readers check every line
-and raise :class:`AnnotationError` naming the file, the line and what is wrong; the statistics
-helpers give the counts and loss weights that ``01_data`` discusses. The PyTorch datasets that
+and raise :class:`AnnotationError` naming the file, the line and what is wrong. The label
+statistics (counts, loss weights, AU co-occurrence) are in :mod:`course_lib.data.label_stats`. The PyTorch datasets that
 turn a table plus the ``cropped_aligned/`` frames into tensors are in
 :mod:`course_lib.data.datasets`.
 """
@@ -20,10 +20,8 @@ import errno
 import io
 import os
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -423,76 +421,12 @@ def checked_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-def _labelled(table: pd.DataFrame, flag: str) -> pd.DataFrame:
-    return table[table[flag].to_numpy(bool)]
-
-
-def label_counts(table: pd.DataFrame) -> dict[str, Any]:
-    """Counts for a table: rows, labelled frames per task, frames per expression, AU positives.
-
-    Returns ``{"rows": n, "labelled": {"va", "expr", "au"}, "expr_counts": {class name: n},
-    "au_positives": {AU: n}}``, counts over the frames labelled for that task.
-    """
-    expr = _labelled(table, "has_expr")["expression"].to_numpy(np.int64)
-    au = _labelled(table, "has_au")[list(AU_NAMES)].to_numpy() == 1
-    return {
-        "rows": len(table),
-        "labelled": {task: int(table[f"has_{task}"].sum()) for task in ("va", "expr", "au")},
-        "expr_counts": dict(zip(EXPR_NAMES, np.bincount(expr, minlength=len(EXPR_NAMES)).tolist())),
-        "au_positives": dict(zip(AU_NAMES, au.sum(axis=0).astype(int).tolist())),
-    }
-
-
-def expr_class_weights(table: pd.DataFrame) -> np.ndarray:
-    """Inverse-frequency weights of the 8 expression classes, for ``CrossEntropyLoss(weight=...)``.
-
-    ``w_c = 1 / n_c``, scaled so the classes that occur have mean weight 1. A class with no
-    labelled frame gets weight 0 (it cannot be learned from this table) and a warning.
-    float32 (8,). No expression label at all raises ``ValueError``.
-    """
-    counts = np.asarray(list(label_counts(table)["expr_counts"].values()), dtype=np.float64)
-    present = counts > 0
-    if not present.any():
-        raise ValueError("no frame has an expression label: class weights are undefined")
-    if not present.all():
-        absent = ", ".join(np.asarray(EXPR_NAMES)[~present])
-        warnings.warn(f"no labelled frame of expression class(es) {absent}: weight 0", stacklevel=2)
-    weights = np.zeros(len(EXPR_NAMES))
-    weights[present] = 1.0 / counts[present]
-    weights /= weights[present].mean()
-    return weights.astype(np.float32)
-
-
-def au_pos_weights(table: pd.DataFrame, max_weight: float = 50.0) -> np.ndarray:
-    """Per-AU ``negatives / positives``, for ``BCEWithLogitsLoss(pos_weight=...)``.
-
-    Counted over frames with AU labels and clipped to ``[1 / max_weight, max_weight]``: an AU
-    never present gets ``max_weight``, an AU always present ``1 / max_weight`` (a weight of 0
-    would silence its positives). float32 (12,). No AU label at all raises ``ValueError``.
-    """
-    au = _labelled(table, "has_au")[list(AU_NAMES)].to_numpy() == 1
-    if not len(au):
-        raise ValueError("no frame has AU labels: positive weights are undefined")
-    positives = au.sum(axis=0).astype(np.float64)
-    negatives = len(au) - positives
-    with np.errstate(divide="ignore"):
-        ratio = np.where(positives > 0, negatives / np.maximum(positives, 1), np.inf)
-    return np.clip(ratio, 1.0 / max_weight, max_weight).astype(np.float32)
-
-
-def au_cooccurrence(table: pd.DataFrame) -> pd.DataFrame:
-    """P(AU_j present | AU_i present) over frames with AU labels: row i, column j (12 x 12).
-
-    The diagonal is 1; the row of an AU that is never present is NaN (nothing to condition
-    on). This is the statistic behind the AU relation graphs of the source papers.
-    """
-    au = (_labelled(table, "has_au")[list(AU_NAMES)].to_numpy() == 1).astype(np.float64)
-    both = au.T @ au
-    with np.errstate(divide="ignore", invalid="ignore"):
-        conditional = both / np.diag(both)[:, None]
-    conditional[np.diag(both) == 0] = np.nan
-    return pd.DataFrame(conditional, index=pd.Index(AU_NAMES, name="given"),
-                        columns=pd.Index(AU_NAMES, name="present"))
+def read_split(root: str | os.PathLike, split: str) -> pd.DataFrame:
+    """The table of one split of ``root``: ``"train"`` and ``"validation"`` read their annotation file
+    (:data:`SPLIT_FILES`), ``"test"`` the test list (:data:`TEST_LIST`, every label missing)."""
+    root = Path(root)
+    if split == "test":
+        return read_test_list(root / TEST_LIST)
+    if split not in SPLIT_FILES:
+        raise ValueError(f"unknown split {split!r}: use one of {[*SPLIT_FILES, 'test']}")
+    return read_mtl_annotations(root / SPLIT_FILES[split])

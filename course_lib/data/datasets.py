@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
@@ -65,7 +66,6 @@ def decode_frame(path: str | os.PathLike) -> torch.Tensor:
     """
     try:
         if decode_jpeg is None:  # pragma: no cover
-            from PIL import Image
 
             with Image.open(path) as image:
                 return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()

@@ -13,6 +13,7 @@ with :func:`exercise`. The tests feed each one a correct and a typical wrong ans
 from __future__ import annotations
 
 import importlib
+import numpy as np
 import pkgutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -92,8 +93,6 @@ def registry() -> dict[str, Exercise]:
 def private_torch_rng() -> Iterator[None]:
     """Fresh random weights and inputs for a PyTorch checker, without touching the notebook's own
     torch random state: the global generator is forked, reseeded at random inside, and restored."""
-    import numpy as np
-
     with seeded(int(np.random.default_rng().integers(1 << 30))):
         yield
 

@@ -57,6 +57,7 @@ def check_gcn_layer(fn) -> str:
 
 @exercise("04.published_attention", "Seed 000's attention in PyTorch: the AU logits query the expression logits")
 def check_published_attention(fn) -> str:
+    # lazy: when checked: `import course_lib` stays light
     import torch
 
     from ..models import AUQueryExprAttention  # when checked: `import course_lib` stays light
@@ -91,6 +92,7 @@ def check_published_attention(fn) -> str:
 
 @exercise("04.au_assisted_expr", "AU-assisted expression logits in PyTorch")
 def check_au_assisted_expr(fn) -> str:
+    # lazy: when checked: `import course_lib` stays light
     import torch
 
     from ..models import AUAssistedHeads  # when checked: `import course_lib` stays light

@@ -74,6 +74,7 @@ def check_ddp_epoch(fn) -> str:
 
 @exercise("05.fusion_correction", "Seed 001's stage-2 fusion in PyTorch: fuse, then correct each task's output")
 def check_fusion_correction(fn) -> str:
+    # lazy: when checked: `import course_lib` stays light
     import torch
 
     from ..models import MTLConfig, MultiTaskModel  # when checked: `import course_lib` stays light

@@ -101,6 +101,7 @@ def check_receptive_field(fn) -> str:
 
 @exercise("06.causal_conv", "A causal dilated convolution in PyTorch")
 def check_causal_conv(fn) -> str:
+    # lazy: when checked: `import course_lib` stays light
     import torch
     import torch.nn.functional as F
 

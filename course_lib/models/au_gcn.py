@@ -3,7 +3,7 @@
 Taught in ``04``. Two ways to get the edges:
 
 - :func:`cooccurrence_adjacency`: fixed, from the training labels' P(AU_j | AU_i)
-  (``course_lib.data.abaw.au_cooccurrence``), thresholded as in ML-GCN;
+  (``course_lib.data.label_stats.au_cooccurrence``), thresholded as in ML-GCN;
 - :class:`LearnedTopKGraph`: per sample, each AU node links to the k nodes most similar to
   it (ME-GraphAU's ANFL, used by seed 000).
 

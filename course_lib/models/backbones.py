@@ -40,6 +40,7 @@ from typing import Literal
 import timm
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from ..config import is_offline
@@ -280,7 +281,6 @@ def _course_face(*, pretrained: bool, image_size: int, output_stride: int | None
     index = [i for i, f in enumerate(model.feature_info) if f["reduction"] == arch["token_stride"]][-1]
     model.prune_intermediate_layers(indices=[index], prune_head=True)
     if loaded:  # timm loads a cut model's file non-strictly: check that it held every weight the cut model has
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             missing = sorted(set(model.state_dict()) - set(f.keys()))

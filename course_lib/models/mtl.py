@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from ..data.abaw import au_cooccurrence
+from ..data.label_stats import au_cooccurrence
 from .au_gcn import N_AU, AUAssistedHeads, AUGraph, cooccurrence_adjacency
 from .backbones import Backbone, create_backbone
 from .cross_attention import (AU_SLICE, EXPR_SLICE, N_EXPR, N_VA, VA_SLICE, AUQueryExprAttention,

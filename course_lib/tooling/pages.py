@@ -3,7 +3,7 @@
 A student can read every result of the course without running anything: each executed
 notebook is exported with nbconvert's JupyterLab template, minus everything that template
 fetches from a CDN (require.js, MathJax, mermaid, the widget manager). Plotly figures carry
-plotly.js inside the notebook (see :func:`course_lib.notebook.configure_plotly`), images are
+plotly.js inside the notebook (see :func:`course_lib.tooling.notebook.configure_plotly`), images are
 embedded, and formulas are drawn by matplotlib's mathtext into inline SVG, so a page opens
 from disk with no network. The index lists the notebooks with their idea, run time and status.
 """
@@ -11,6 +11,7 @@ from disk with no network. The index lists the notebooks with their idea, run ti
 from __future__ import annotations
 
 import base64
+import copy
 import html
 import io
 import json
@@ -18,9 +19,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import build_dir
+from jinja2 import DictLoader
+
+from ..config import build_dir
+from ..files import atomic_write
 from .course_map import notebook_info
-from .files import atomic_write
 
 #: The JupyterLab template without the parts that load scripts from the internet.
 _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -52,6 +55,7 @@ class Page:
 
 def math_svg(tex: str, fontsize: float = 13.0) -> str | None:
     """A formula drawn by matplotlib's mathtext as an SVG string, or None where mathtext cannot."""
+    # lazy: matplotlib takes about 1 s to import, for the formula images only
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(0.01, 0.01))
@@ -86,7 +90,7 @@ def _math_to_images(markdown: str) -> str:
 
 
 def _exporter():
-    from jinja2 import DictLoader
+    # lazy: nbconvert (about 4 s) and nbformat (about 3 s) only when pages are written
     from nbconvert import HTMLExporter
 
     return HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"course.html.j2": _TEMPLATE})],
@@ -95,8 +99,7 @@ def _exporter():
 
 def notebook_page(executed: Path | "nbformat.NotebookNode", exporter=None) -> str:  # noqa: F821
     """The offline HTML of one executed notebook (a path, or the notebook already read)."""
-    import copy
-
+    # lazy: nbconvert (about 4 s) and nbformat (about 3 s) only when pages are written
     import nbformat
 
     nb = nbformat.read(executed, as_version=4) if isinstance(executed, (str, Path)) else copy.deepcopy(executed)
@@ -159,6 +162,7 @@ def export_pages(executed_dir: Path | None = None, out_dir: Path | None = None,
         raise FileNotFoundError(f"{executed_dir}: no executed notebooks NN_*.ipynb (run make course)")
     if report is None and (executed_dir / "course_report.json").is_file():
         report = json.loads((executed_dir / "course_report.json").read_text(encoding="utf-8"))
+    # lazy: nbconvert (about 4 s) and nbformat (about 3 s) only when pages are written
     import nbformat
 
     out_dir.mkdir(parents=True, exist_ok=True)

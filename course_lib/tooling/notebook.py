@@ -13,11 +13,12 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .budgets import budget
-from .config import (Mode, at_scale, course_scale, data_dir, get_device, is_headless, is_offline, on_colab,
+from ..budgets import budget
+from ..config import (Mode, at_scale, course_scale, data_dir, get_device, is_headless, is_offline, on_colab,
                      resolve_mode, seed_everything)
 
 
@@ -75,6 +76,7 @@ _CDN_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>'
 
 def _offline_notebook_renderer():
     """plotly's ``notebook`` renderer without the MathJax script it loads from a CDN in every figure."""
+    # lazy: `import course_lib` (every first cell) stays light; plotly loads at set-up
     from plotly.io._base_renderers import NotebookRenderer
 
     class OfflineNotebookRenderer(NotebookRenderer):
@@ -93,8 +95,9 @@ def configure_plotly() -> str:
     ``plotly_mimetype`` renders in JupyterLab; ``course_notebook`` (plotly's ``notebook``
     renderer minus its MathJax CDN script) embeds plotly.js in the output, so a notebook
     executed by papermill shows its figures when opened or exported to HTML, with no
-    network (see :mod:`course_lib.pages`). Colab keeps its own ``colab`` renderer.
+    network (see :mod:`course_lib.tooling.pages`). Colab keeps its own ``colab`` renderer.
     """
+    # lazy: `import course_lib` (every first cell) stays light; plotly loads at set-up
     import plotly.io as pio
 
     if "course_notebook" not in pio.renderers:
@@ -114,14 +117,14 @@ def plotly_bundle(fig) -> dict:
     renderer sends plotly.js then). ``fig._repr_mimebundle_()`` would re-activate them on every
     call and embed plotly.js (several MB) in the output each time.
     """
+    # lazy: `import course_lib` (every first cell) stays light; plotly loads at set-up
     import plotly.io as pio
 
     return pio.renderers._build_mime_bundle(fig.to_dict())
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
+    # lazy: `import course_lib` (every first cell) stays light; torch loads at set-up
     import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__}
@@ -140,6 +143,7 @@ def configure_matplotlib() -> bool:
     lack them. Returns whether a kernel was found.
     """
     try:
+        # lazy: `import course_lib` stays light outside a kernel
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython ships with the course
         return False
@@ -156,6 +160,7 @@ def setup_notebook(smoke: bool | None = None, seed: int = 0, *, quiet: bool = Fa
     ``smoke`` is the notebook's ``SMOKE`` parameter (``None``: smoke unless a CUDA GPU is
     present; ``COURSE_SMOKE`` in the environment overrides it).
     """
+    # lazy: `import course_lib` (every first cell) stays light; torch loads at set-up
     import torch
 
     mode = resolve_mode(smoke)

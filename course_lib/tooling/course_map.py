@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import repo_root
+import pandas as pd
+
+from ..config import repo_root
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([a-z0-9_]+)\.ipynb$")
 _TITLE = re.compile(r"^#\s+(\d{2})\s*·\s*(.+?)\s*$", re.MULTILINE)
@@ -66,8 +68,6 @@ def notebook_info(nb: dict, path: Path) -> NotebookInfo:
 
 def course_map(folder: Path | None = None) -> "pandas.DataFrame":  # noqa: F821
     """A table of the notebooks present: number, notebook, title, idea."""
-    import pandas as pd
-
     rows = [read_notebook_info(p) for p in course_notebooks(folder)]
     return pd.DataFrame(
         {"#": [f"{r.number:02d}" for r in rows], "notebook": [r.name for r in rows],

@@ -1,7 +1,7 @@
 """Run the whole course headlessly: data, every notebook with papermill, slides, pages, a table.
 
-This is ``make course`` (``python -m course_lib.runner``); the notebook tests call
-:func:`course_lib.execution.execute_notebook` too, so CI runs notebooks exactly as the course does. Executed
+This is ``make course`` (``python -m course_lib.tooling.runner``); the notebook tests call
+:func:`course_lib.tooling.execution.execute_notebook` too, so CI runs notebooks exactly as the course does. Executed
 copies go to ``build/notebooks/`` with ``course_report.json`` (times, machine); the slides to
 ``build/slides/``; the executed notebooks as offline web pages to ``build/html/``. The
 sources are never touched.
@@ -10,16 +10,19 @@ sources are never touched.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
-from .config import CourseSetupError, Mode, build_dir, course_scale, data_dir, resolve_mode
+from ..config import CourseSetupError, Mode, build_dir, course_scale, data_dir, resolve_mode
+from ..data.synth import ensure_course_data
+from ..files import atomic_write
 from .course_map import course_notebooks, notebooks_dir
-from .data.synth import ensure_course_data
 from .execution import NotebookRun, check_kernel, execute_notebook
-from .files import atomic_write
 from .pages import export_pages
 from .slides import build_decks
 
@@ -47,8 +50,7 @@ def format_table(runs: list[NotebookRun]) -> str:
 
 def machine_description() -> str:
     """One line naming the machine a run used: accelerator or CPU cores, and torch."""
-    import platform
-
+    # lazy: torch (2-3 s) only for the report line: `--help` and set-up errors answer at once
     import torch
 
     if torch.cuda.is_available():
@@ -60,9 +62,6 @@ def machine_description() -> str:
 
 def write_report(runs: list[NotebookRun], out_dir: Path) -> Path:
     """``course_report.json`` beside the executed notebooks: each run and the machine."""
-    import json
-    from datetime import date
-
 
     report = {"date": date.today().isoformat(), "machine": machine_description(),
               **({"scale": course_scale()} if course_scale() < 1 else {}),
@@ -73,7 +72,7 @@ def write_report(runs: list[NotebookRun], out_dir: Path) -> Path:
     return path
 
 
-TIMES_START = "<!-- times: written by python -m course_lib.runner --record-times FILE; do not edit by hand -->"
+TIMES_START = "<!-- times: written by python -m course_lib.tooling.runner --record-times FILE; do not edit by hand -->"
 TIMES_END = "<!-- /times -->"
 
 
@@ -90,8 +89,6 @@ def times_markdown(report: dict) -> str:
 
 def record_times(target: Path, reports: list[Path]) -> None:
     """Write the tables of ``reports`` between the times markers of ``target`` (the instructor guide)."""
-    import json
-
     text = Path(target).read_text(encoding="utf-8")
     if TIMES_START not in text or TIMES_END not in text:
         raise CourseSetupError(f"{target}: no block between '{TIMES_START}' and '{TIMES_END}'")
@@ -145,7 +142,7 @@ def run_course(mode: str = "auto", *, notebooks: Path | None = None, out_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib.runner", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m course_lib.tooling.runner", description=__doc__)
     parser.add_argument("--mode", default="auto", help="auto (full on a CUDA GPU), smoke or full")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     parser.add_argument("--notebooks", type=Path, default=None, help="folder of NN_*.ipynb")

@@ -13,6 +13,7 @@ move between slides, ``n`` shows the notes, ``#5`` in the address opens slide 5.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import re
@@ -20,12 +21,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import diagrams
-from .config import build_dir, repo_root, resolve_mode
+import mistune
+
+from .. import diagrams
+from ..config import build_dir, repo_root, resolve_mode
+from ..diagrams import figure_to_png
+from ..files import atomic_write
 from .course_map import notebooks_dir
-from .diagrams import figure_to_png
 from .execution import execute_notebook
-from .files import atomic_write
 
 _FIGURE = re.compile(r"!\[([^\]]*)\]\(figure:([a-z_]+)\)")
 _NOTEBOOK_FIGURE = re.compile(r"!\[([^\]]*)\]\(notebook:(\d\d_[a-z0-9_]+)/([a-z0-9-]+)\)")
@@ -113,8 +116,6 @@ _SCRIPT = """
 
 
 def _markdown(text: str) -> str:
-    import mistune
-
     return mistune.html(text)
 
 
@@ -189,6 +190,7 @@ class ExecutedNotebooks:
     @staticmethod
     def _read_fresh(source: Path, copy: Path):
         """The executed copy, or None when it is missing, older than ``source`` or failed."""
+        # lazy: nbformat takes about 3 s to import, only when executed notebooks are read
         import nbformat
 
         if not copy.is_file() or copy.stat().st_mtime < source.stat().st_mtime:
@@ -198,6 +200,7 @@ class ExecutedNotebooks:
         return None if failed else nb
 
     def get(self, name: str, source: str = "<deck>"):
+        # lazy: nbformat takes about 3 s to import, only when executed notebooks are read
         import nbformat
 
         if name in self._loaded:
@@ -297,9 +300,7 @@ def build_decks(source_dir: Path | None = None, out_dir: Path | None = None, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m course_lib.slides", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m course_lib.tooling.slides", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", default="auto", help="mode for notebooks executed for their figures")
     parser.add_argument("--executed", type=Path, default=None, help="folder of executed notebooks")
     args = parser.parse_args(argv)

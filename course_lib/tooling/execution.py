@@ -1,6 +1,6 @@
 """Execute one notebook headlessly with papermill, and say which cell failed.
 
-Used by ``make course`` (:mod:`course_lib.runner`), by the slides (which execute a notebook whose
+Used by ``make course`` (:mod:`course_lib.tooling.runner`), by the slides (which execute a notebook whose
 figures they need) and by the notebook tests, so CI runs notebooks exactly as the course does.
 """
 
@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CourseSetupError, Mode
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+from ..config import CourseSetupError, Mode
 
 #: Per-cell time limit (seconds) by mode: smoke cells are meant to take seconds.
 CELL_TIMEOUT: dict[str, int] = {"smoke": 600, "full": 3600}
@@ -35,8 +37,6 @@ class NotebookRun:
 
 def check_kernel(kernel: str) -> None:
     """Raise a one-line :class:`CourseSetupError` when the Jupyter kernel is not installed."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
     try:
         KernelSpecManager().get_kernel_spec(kernel)
     except NoSuchKernel:
@@ -53,6 +53,7 @@ def _describe_failure(exc: Exception, source: Path) -> str:
     where = ""
     failed_source = getattr(exc, "source", None)
     if failed_source is not None:
+        # lazy: nbformat (about 3 s) and papermill (about 5 s) only when a notebook runs
         import nbformat
 
         cells = nbformat.read(source, as_version=4).cells
@@ -71,6 +72,7 @@ def execute_notebook(source: Path, out_dir: Path, *, mode: Mode, kernel: str = "
     The notebook runs in its own folder with ``SMOKE`` injected and ``COURSE_HEADLESS=1``, so
     progress bars print text. A failing cell does not raise: the record names it.
     """
+    # lazy: nbformat (about 3 s) and papermill (about 5 s) only when a notebook runs
     import papermill as pm
 
     source, out_dir = Path(source), Path(out_dir)

@@ -1,6 +1,6 @@
 """Install ``course_lib`` on Google Colab without touching Colab's torch.
 
-The first cell of every notebook runs ``python -m course_lib.colab`` inside a fresh clone
+The first cell of every notebook runs ``python -m course_lib.tooling.colab`` inside a fresh clone
 on Colab. Colab already ships torch, torchvision and most of the scientific stack with a
 matching CUDA; reinstalling torch there would download gigabytes and can break the runtime.
 So this installs ``course_lib`` itself without dependencies, then only the dependencies
@@ -30,6 +30,7 @@ def _name(requirement: str) -> str:
 
 def dependencies(pyproject: Path) -> list[str]:
     """The runtime dependencies declared in ``pyproject.toml``."""
+    # lazy: Python 3.11+ only; this module must import on any Python to say what is missing
     import tomllib
 
     return list(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"])
@@ -74,7 +75,7 @@ def install_commands(repo: Path) -> list[list[str]]:
 
 
 def main() -> int:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     for command in install_commands(repo):
         print("$", " ".join(command[2:]), flush=True)
         subprocess.run(command, check=True)
