@@ -3,7 +3,9 @@
 Taught in ``00_welcome_and_setup``: :func:`pipeline_diagram` (the system the course builds)
 and :func:`task_panels` (the three tasks for one frame, with the valence/arousal circle).
 ``03_cross_attention`` draws :func:`where_queries_should_look` (the 22 queries and the token
-cells where each active AU's evidence lies).
+cells where each active AU's evidence lies), ``04_au_graph`` :func:`au_graph` (a graph over the 12
+AUs), ``07_multimodal_audio`` :func:`sound_track` (one video's sound beside its labels) and
+``09_explanations`` :func:`attribution_panel` (a map over its frame, the AU's region outlined).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from .data.face import Identity, region_mask, render_face
-from .labels import AU_DESCRIPTIONS, AU_NAMES, EXPR_CIRCUMPLEX, EXPR_NAMES
+from .labels import AU_DESCRIPTIONS, AU_NAMES, AU_REGION, EXPR_CIRCUMPLEX, EXPR_NAMES
+from .localization import localization_ratio
 from .models.cross_attention import QUERY_NAMES
 
 #: One colour per task, used by every figure of the course.
@@ -172,6 +177,112 @@ def where_queries_should_look(image: np.ndarray, masks: np.ndarray, coverage: np
     ax.axis("off")
     ax.set_title(title, fontsize=9)
     return fig
+
+
+#: The face region each AU moves (``labels.AU_REGION``), coloured in the AU graphs of ``04``.
+REGION_COLORS = {"brows": "#457b9d", "cheeks/eyes": "#e9c46a", "eyes": "#f4a261", "mouth": "#e76f51", "jaw": "#9d4edd"}
+
+
+def au_graph(weights: np.ndarray, node_rate: np.ndarray, ax=None, title: str = "", top_k: int | None = None,
+             color: str = "#264653", legend: bool = False):
+    """The 12 AUs on a circle, an arrow i -> j for each non-zero ``weights[i, j]`` (i != j), thicker when
+    heavier (``04_au_graph``). ``node_rate`` sizes the nodes (e.g. each AU's base rate), ``top_k`` keeps
+    the k heaviest arrows leaving each node, ``legend`` adds the colours of the face regions."""
+    # lazy: matplotlib takes about 1 s to import; the slides import this module for one figure
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrowPatch
+
+    w = np.nan_to_num(np.asarray(weights, dtype=float)).copy()
+    np.fill_diagonal(w, 0.0)
+    if top_k is not None:
+        w[w < np.sort(w, axis=1)[:, [-top_k]]] = 0.0
+    ax = ax or plt.gca()
+    angle = np.pi / 2 - 2 * np.pi * np.arange(12) / 12
+    pos = np.c_[np.cos(angle), np.sin(angle)]
+    sizes = 250 + 2250 * np.asarray(node_rate) / np.max(node_rate)  # marker area in points^2
+    w_min, w_max = (w[w > 0].min() if (w > 0).any() else 0.0), w.max()
+    for i, j in zip(*np.nonzero(w)):
+        s = 0.15 + 0.85 * (w[i, j] - w_min) / (w_max - w_min) if w_max > w_min else 1.0  # lightest to heaviest
+        ax.add_patch(FancyArrowPatch(
+            pos[i], pos[j], arrowstyle="-|>", mutation_scale=7 + 9 * s, linewidth=0.4 + 3.2 * s, color=color,
+            alpha=0.2 + 0.7 * s, connectionstyle="arc3,rad=0.15", shrinkA=np.sqrt(sizes[i]) / 2,
+            shrinkB=np.sqrt(sizes[j]) / 2 + 1, zorder=1))
+    ax.scatter(pos[:, 0], pos[:, 1], s=sizes, c=[REGION_COLORS[AU_REGION[a]] for a in AU_NAMES],
+               edgecolors="white", linewidths=1.5, zorder=2)
+    for k, a in enumerate(AU_NAMES):
+        ax.text(*pos[k], a[2:], ha="center", va="center", fontsize=9, weight="bold", color="white", zorder=3)
+        ax.text(*(pos[k] * 1.3), f"{a}\n{AU_DESCRIPTIONS[a]}", ha="center", va="center", fontsize=7.5)
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.5, 1.5)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title)
+    if legend:
+        handles = [Line2D([], [], marker="o", linestyle="", markersize=9, color=c, label=r)
+                   for r, c in REGION_COLORS.items()]
+        ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, title="moves the", title_fontsize=8)
+    return ax
+
+
+def sound_track(wave: np.ndarray, rate: int, logmel: np.ndarray, hop_s: float, fps: float, talking: np.ndarray,
+                arousal: np.ndarray, valence: np.ndarray, loudness: np.ndarray, window_s: float, title: str):
+    """One video's sound (``07_multimodal_audio``): the waveform's envelope with the talking frames
+    shaded, its log-Mel spectrogram, and the annotated arousal and valence beside the loudness of
+    the ``window_s`` seconds around each frame. Returns the plotly figure."""
+    hop = int(rate * hop_s)
+    frames = wave[: wave.size // hop * hop].reshape(-1, hop)
+    env_max, env_min = frames.max(1), frames.min(1)  # the waveform's envelope per hop
+    t_env = (np.arange(env_max.size) + 0.5) * hop_s
+    t_frames = (np.arange(len(talking)) + 0.5) / fps
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.25, 0.45, 0.3],
+                        subplot_titles=("waveform (shaded: talking)", "log-Mel spectrogram (dB)",
+                                        "annotated arousal and valence; loudness around each frame"),
+                        specs=[[{}], [{}], [{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=t_env, y=env_max, line=dict(width=0.5, color="#264653"), showlegend=False),
+                  row=1, col=1)
+    fig.add_trace(go.Scatter(x=t_env, y=env_min, line=dict(width=0.5, color="#264653"), fill="tonexty",
+                             showlegend=False), row=1, col=1)
+    starts = np.flatnonzero(np.diff(np.r_[0, talking.astype(int)]) == 1)
+    ends = np.flatnonzero(np.diff(np.r_[talking.astype(int), 0]) == -1) + 1
+    for a, b in zip(starts, ends):
+        for r in (1, 3):
+            fig.add_vrect(x0=a / fps, x1=b / fps, fillcolor="#e9c46a", opacity=0.3, line_width=0, row=r, col=1)
+    fig.add_trace(go.Heatmap(z=logmel, x=np.arange(logmel.shape[1]) * hop_s, y=np.arange(logmel.shape[0]),
+                             colorscale="Viridis", colorbar=dict(title="dB", len=0.4, y=0.5), zmin=-100, zmax=0),
+                  row=2, col=1)
+    fig.add_trace(go.Scatter(x=t_frames, y=arousal, name="arousal (label)", line=dict(color="#e63946", width=2)),
+                  row=3, col=1)
+    fig.add_trace(go.Scatter(x=t_frames, y=valence, name="valence (label)", line=dict(color="#457b9d", width=2)),
+                  row=3, col=1)
+    fig.add_trace(go.Scatter(x=t_frames, y=loudness, name=f"loudness of the {window_s:.2f} s around each frame "
+                             "(dB, right)", line=dict(color="#8d99ae", dash="dot")), row=3, col=1, secondary_y=True)
+    fig.update_yaxes(title_text="Mel band", row=2, col=1)
+    fig.update_yaxes(title_text="label", range=[-1, 1], row=3, col=1)
+    fig.update_xaxes(title_text="time (s)", row=3, col=1)
+    fig.update_layout(height=720, title=title, legend=dict(orientation="h", y=-0.12))
+    return fig
+
+
+def outline_region(ax, region: np.ndarray, color: str = "cyan", width: float = 1.0) -> None:
+    """Outline an AU region (a boolean mask) on a matplotlib axis; nothing for an empty region (``09``)."""
+    if region.any():
+        ax.contour(region, levels=[0.5], colors=color, linewidths=width)
+
+
+def attribution_panel(ax, image, attribution, region: np.ndarray, title: str | None = None, ratio: bool = True) -> None:
+    """A frame (3, H, W) with an attribution map over it and the AU region outlined (``09_explanations``);
+    with ``ratio``, the map's localisation ratio below it (:func:`course_lib.localization.localization_ratio`)."""
+    a = np.asarray(attribution, dtype=float)
+    ax.imshow(np.asarray(image.permute(1, 2, 0)))
+    ax.imshow(a, cmap="inferno", alpha=0.65, vmin=0, vmax=max(np.quantile(a, 0.99), 1e-12))
+    outline_region(ax, region)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    if ratio and a.max() > 0 and region.any():
+        ax.set_xlabel(f"ratio {localization_ratio(a, region):.2f}", fontsize=8)
 
 
 def figure_to_png(fig, dpi: int = 110) -> bytes:
