@@ -78,7 +78,8 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
                  "paired_resamples": 1000},
     },
     "08_evaluation": {
-        "smoke": {"progressive": {"stage1_epochs": 2, "stage2_epochs": 1, "stage3_epochs": 2},  # changes to "progressive"
+        # smoke: changes to the "progressive" row, to save time
+        "smoke": {"progressive": {"stage1_epochs": 2, "stage2_epochs": 1, "stage3_epochs": 2},
                   "seeds": 1, "table_rows": 5, "worst_frames": 8},
         "full": {"progressive": {}, "seeds": 3, "table_rows": 10, "worst_frames": 16},
     },

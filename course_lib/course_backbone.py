@@ -8,8 +8,9 @@ that no course split uses, shipped as ``course_lib/weights/weights.safetensors``
 card. :func:`course_backbone` loads it, frozen, in seconds: it trains nothing.
 
 ``from_scratch=True`` instead trains a backbone on the course's own training split (the recipe
-of the ``"course_backbone"`` row of :mod:`course_lib.budgets`: a timm CNN, multi-task and supervised with the weighted AU BCE,
-EXPR cross-entropy and VA CCC losses, cached keyed by the data). ``02`` shows why this is not
+of the ``"course_backbone"`` row of :mod:`course_lib.budgets`: a timm CNN, multi-task and
+supervised with the weighted AU BCE, EXPR cross-entropy and VA CCC losses, cached keyed by the
+data). ``02`` shows why this is not
 the default: on a few dozen videos the network learns who is in the video, not what the face
 does. Both give a 7 x 7 grid of tokens on the data's 112 px faces. On Colab with internet,
 ``02`` shows how to swap in DINOv2 instead.

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from .data.face import Identity, region_mask, render_face
 from .labels import AU_DESCRIPTIONS, AU_NAMES, AU_REGION, EXPR_CIRCUMPLEX, EXPR_NAMES
 from .localization import localization_ratio
-from .models.cross_attention import QUERY_NAMES
+from .models.cross_attention import QUERY_NAMES, QUERY_TASKS
 
 #: One colour per task, used by every figure of the course.
 TASK_COLORS = {"au": "#2a9d8f", "expr": "#e76f51", "va": "#457b9d", "shared": "#6c757d"}
@@ -153,7 +153,6 @@ def where_queries_should_look(image: np.ndarray, masks: np.ndarray, coverage: np
 
     size, grid = masks.shape[-1], coverage.shape[-1]  # the image is drawn at the masks' size
     cell = size / grid
-    kinds = ["au"] * 12 + ["expr"] * 8 + ["va"] * 2
     palette = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(9, 6.2))
     ax.imshow(image, extent=(0, size, size, 0))
@@ -161,7 +160,7 @@ def where_queries_should_look(image: np.ndarray, masks: np.ndarray, coverage: np
         ax.plot([0, size], [i * cell, i * cell], color="white", lw=0.5, alpha=0.6)
         ax.plot([i * cell, i * cell], [0, size], color="white", lw=0.5, alpha=0.6)
     query_y, x_query = np.linspace(-4, size + 4, 22), size + 60
-    for j, (name, kind) in enumerate(zip(QUERY_NAMES, kinds)):
+    for j, (name, kind) in enumerate(zip(QUERY_NAMES, QUERY_TASKS)):
         ax.text(x_query, query_y[j], name, fontsize=7, va="center", ha="left", color="white",
                 bbox=dict(boxstyle="round,pad=0.2", fc=TASK_COLORS[kind], ec="none"))
     for n, a in enumerate(active):

@@ -213,7 +213,7 @@ def course_image_model(root: Path | str, mode: str = "smoke", *, seed: int = 0, 
 
     The heads (task-adaptive cross-attention as in ``03``, no AU graph, sizes of
     the ``"explain_heads"`` budget for ``mode``, changed by ``overrides``) are trained with
-    :func:`course_lib.train.fit` on the cached tokens of :func:`course_lib.course_backbone.course_features`,
+    :func:`course_lib.recipes.train_on_features` on the cached tokens of :func:`course_lib.course_backbone.course_features`,
     cached under ``cache_dir("explain")`` (keyed by the backbone's weights, the settings and
     ``seed``) and reused. The image model is ``MultiTaskModel(MTLConfig(backbone=...))`` with the
     course backbone's weights in its backbone and the trained heads' weights everywhere else;

@@ -57,9 +57,6 @@ EXPR_CIRCUMPLEX: dict[str, tuple[float, float]] = {
     "Other": (0.05, 0.15),
 }
 
-#: How many numbers each task's head outputs: 12 AU logits, 8 expression logits, valence and arousal.
-TASK_OUTPUTS: dict[str, int] = {"au": len(AU_NAMES), "expr": len(EXPR_NAMES), "va": 2}
-
 #: Missing-label markers of the annotation files.
 MISSING_VA: float = -5.0
 MISSING_EXPR: int = -1

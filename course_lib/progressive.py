@@ -50,9 +50,9 @@ from .course_backbone import course_features
 from .data.abaw import read_split
 from .data.synth import ensure_course_data
 from .features import CachedFrameDataset
-from .labels import TASK_OUTPUTS
 from .losses import weighted_loss
 from .models import MTLConfig, MultiTaskModel, build_model
+from .models.cross_attention import N_AU, N_EXPR, N_QUERIES, N_VA
 from .models.temporal import FeatureWindowDataset, TemporalModel, per_task_predictions
 from .recipes import train_on_features
 from .train import TrainConfig, TrainResult, score
@@ -118,14 +118,15 @@ class FusionModel(nn.Module):
         dim = task_models["au"].config.dim
         self.dim = dim
         self.fuse = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.correct = nn.ModuleDict({t: nn.Linear(2 * dim, TASK_OUTPUTS[t]) for t in TASKS})
+        outputs = {"au": N_AU, "expr": N_EXPR, "va": N_VA}
+        self.correct = nn.ModuleDict({t: nn.Linear(2 * dim, outputs[t]) for t in TASKS})
         for head in self.correct.values():  # start exactly at the stage-1 outputs
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
     @property
     def feature_dim(self) -> int:
-        return 4 * self.dim + sum(TASK_OUTPUTS.values())
+        return 4 * self.dim + N_QUERIES  # three task features, the fused vector, 12 + 8 + 2 outputs
 
     def forward(self, tokens: torch.Tensor, return_features: bool = False) -> dict[str, Any]:
         own = {t: m(tokens, return_features=True) for t, m in self.task_models.items()}
@@ -213,8 +214,8 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: pd.DataFra
         tick = time.perf_counter()
         name = f"stage3_{task}"
         trained = train_on_features(
-            lambda kind=kind: TemporalModel(f_train.shape[1], kind=kind, dim=config.temporal_dim,
-                                            layers=config.temporal_layers, dropout=config.dropout),
+            lambda: TemporalModel(f_train.shape[1], kind=kind, dim=config.temporal_dim,
+                                  layers=config.temporal_layers, dropout=config.dropout),
             tr, va, loss_fn=task_loss(train, task), seed=config.seed + 20 + i, batch_size=batch,
             drop_last=len(tr) > batch, val_batch_size=64,
             config=TrainConfig(epochs=config.stage3_epochs, lr=config.stage3_lr, amp=config.amp, compile=config.compile,
@@ -225,8 +226,8 @@ def temporal_stage(f_train: torch.Tensor, f_val: torch.Tensor, train: pd.DataFra
         if train_predictions:
             on_train[task] = trained.predict(tr, batch_size=64)
         if test is not None:
-            on_test[task] = trained.predict(FeatureWindowDataset(f_test, test[1], window=window, stride=stride, pad=True),
-                                            batch_size=64)
+            te = FeatureWindowDataset(f_test, test[1], window=window, stride=stride, pad=True)
+            on_test[task] = trained.predict(te, batch_size=64)
         runs[task] = {"model": trained.model, "result": trained.result, "seconds": time.perf_counter() - tick,
                       "kind": kind, "window": window}
     out = {"validation": per_task_predictions(per_task), "per_task": per_task, "runs": runs}
@@ -305,7 +306,6 @@ def run_progressive(root: Path | str, mode: str = "smoke", *, config: Progressiv
 
     if "stage2" in stages:
         # ---- stage 2: joint training with feature fusion, from the stage-1 weights
-
         tick = time.perf_counter()
         trained = train_on_features(
             lambda: FusionModel({t: copy.deepcopy(m) for t, m in task_models.items()}, dropout=config.dropout),

@@ -57,20 +57,16 @@ def _stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
 def _randomize(modules: Sequence[nn.Module], generator_seed: int) -> None:
     """Re-initialise every parameter of ``modules`` (their own ``reset_parameters``, else a normal draw)."""
     with seeded(generator_seed):
-        _reinitialise(modules)
-
-
-def _reinitialise(modules: Sequence[nn.Module]) -> None:
-    for module in modules:
-        covered: set[int] = set()
-        for sub in module.modules():
-            if hasattr(sub, "reset_parameters") and callable(sub.reset_parameters):
-                sub.reset_parameters()
-                covered.update(id(p) for p in sub.parameters(recurse=False))
-        for p in module.parameters():
-            if id(p) not in covered:
-                std = float(p.std()) if p.numel() > 1 else 0.02
-                p.normal_(0.0, std if std > 0 else 0.02)
+        for module in modules:
+            covered: set[int] = set()
+            for sub in module.modules():
+                if hasattr(sub, "reset_parameters") and callable(sub.reset_parameters):
+                    sub.reset_parameters()
+                    covered.update(id(p) for p in sub.parameters(recurse=False))
+            for p in module.parameters():
+                if id(p) not in covered:
+                    std = float(p.std()) if p.numel() > 1 else 0.02
+                    p.normal_(0.0, std if std > 0 else 0.02)
 
 
 def randomized_copies(model: nn.Module, mode: Literal["cascading", "full"] = "cascading", seed: int = 0

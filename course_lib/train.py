@@ -65,7 +65,7 @@ class TrainConfig:
 class TrainResult:
     """What :func:`fit` returns: the history table, the best epoch and its scores."""
 
-    history: "pandas.DataFrame"  # noqa: F821
+    history: pd.DataFrame
     best_epoch: int
     best_scores: dict[str, Any] | None
     seconds: float
@@ -286,9 +286,9 @@ def _adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 def _resume(checkpoint: Path, config: TrainConfig, model: nn.Module, optimizer, scheduler, loader) -> _Run:
     """The run saved in ``checkpoint``: weights, optimiser, schedule and random streams restored."""
-    saved = load_checkpoint(checkpoint)
-    if saved["config"] != _config_dict(config):
-        differ = sorted(k for k in _config_dict(config) if saved["config"].get(k) != _config_dict(config)[k])
+    saved, settings = load_checkpoint(checkpoint), _config_dict(config)
+    if saved["config"] != settings:
+        differ = sorted(k for k in settings if saved["config"].get(k) != settings[k])
         raise ValueError(f"{checkpoint}: this checkpoint was written with other settings ({', '.join(differ)}); "
                          "delete it or pass another checkpoint path")
     model.load_state_dict(saved["model"])
@@ -401,8 +401,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, config: TrainConfig 
             run.frames += int(batch["valid"].sum()) if "valid" in batch else len(inputs[0])  # windows: real frames
             losses.append(float(loss.detach()))
             for k, v in parts.items():
-                if not math.isnan(float(v)):  # a task absent from the whole batch
-                    parts_sum.setdefault(k, []).append(float(v))
+                v = float(v)
+                if not math.isnan(v):  # nan: a task absent from the whole batch
+                    parts_sum.setdefault(k, []).append(v)
         run.train_seconds += time.perf_counter() - tick
 
         epoch_loss = _mean_over_ranks(float(np.mean(losses)) if losses else math.nan, world, device)

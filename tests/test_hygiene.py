@@ -59,7 +59,8 @@ def test_setup_cell_works_on_colab_without_touching_torch(path):
     cells = _nb(path).cells
     code = [c for c in cells if c.cell_type == "code"]
     setup = code[0].source
-    assert '"google.colab" in sys.modules' in setup and "course_lib.tooling.colab" in setup and "import course_lib" in setup
+    assert '"google.colab" in sys.modules' in setup and "course_lib.tooling.colab" in setup
+    assert "import course_lib" in setup
     assert "parameters" in code[1].metadata.get("tags", []), "the parameters cell follows the setup cell"
     assert re.search(r"setup_notebook\(smoke=SMOKE", code[2].source), "third code cell calls setup_notebook"
     for cell in code:

@@ -38,6 +38,8 @@ EXPR_SLICE: slice = slice(N_AU, N_AU + N_EXPR)
 VA_SLICE: slice = slice(N_AU + N_EXPR, N_QUERIES)
 #: A readable name per query, for plots.
 QUERY_NAMES: tuple[str, ...] = (*AU_NAMES, *EXPR_NAMES, "valence", "arousal")
+#: The task of each query, for plots: ``"au"``, ``"expr"`` or ``"va"``.
+QUERY_TASKS: tuple[str, ...] = ("au",) * N_AU + ("expr",) * N_EXPR + ("va",) * N_VA
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0,
@@ -300,5 +302,5 @@ class AUToExprAttention(nn.Module):
 
 
 __all__ = ["AUQueryExprAttention", "AUToExprAttention", "AU_SLICE", "EXPR_SLICE", "MultiHeadAttention", "N_QUERIES",
-           "QUERY_NAMES", "TaskAdaptiveBlock", "TaskAdaptiveCrossAttention", "TaskQueries",
+           "QUERY_NAMES", "QUERY_TASKS", "TaskAdaptiveBlock", "TaskAdaptiveCrossAttention", "TaskQueries",
            "VA_SLICE", "attention", "attention_maps"]
